@@ -1,0 +1,1 @@
+"""heavylift: thin HTTP functions in front, BullMQ workers behind."""

@@ -1,0 +1,52 @@
+"""Jobs of the `diagnostics` queue: health checks, tests and benchmarks exercise the runtime
+with them (noop, sleep in the loop, a CPU burn off the loop, a failure)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from heavylift.runtime.context import JobContext, Processor
+from heavylift.runtime.offload import Reporter
+
+
+async def noop(ctx: JobContext) -> dict[str, Any]:
+    return {"ok": True}
+
+
+async def sleep(ctx: JobContext) -> dict[str, Any]:
+    seconds = float(ctx.data.get("seconds", 1.0))
+    steps = max(1, int(seconds * 10))
+    for step in range(1, steps + 1):
+        await asyncio.sleep(seconds / steps)
+        ctx.set_progress(100 * step / steps)
+    return {"slept": seconds}
+
+
+def burn_cpu(seconds: float, *, report: Reporter) -> int:
+    """Busy-loop for `seconds` (would freeze an event loop; runs in a child process)."""
+    deadline = time.monotonic() + seconds
+    start = time.monotonic()
+    loops = 0
+    last_reported = -1
+    while (now := time.monotonic()) < deadline:
+        loops += 1
+        percent = int(100 * (now - start) / seconds)
+        if percent != last_reported:
+            report(percent / 100)
+            last_reported = percent
+    return loops
+
+
+async def cpu(ctx: JobContext) -> dict[str, Any]:
+    seconds = float(ctx.data.get("seconds", 1.0))
+    loops = await ctx.offload(burn_cpu, seconds, span=(0, 100))
+    return {"burned": seconds, "loops": loops, "attempt": ctx.attempt}
+
+
+async def fail(ctx: JobContext) -> dict[str, Any]:
+    raise RuntimeError(str(ctx.data.get("message", "diagnostic failure")))
+
+
+PROCESSORS: dict[str, Processor] = {"noop": noop, "sleep": sleep, "cpu": cpu, "fail": fail}

@@ -1,0 +1,200 @@
+"""The async queue layer over bullmq that both roles use: add with the product's defaults, read job
+views and counts, and the admin operations (retry, clean, pause). One bullmq `Queue` (one Redis
+connection) per queue name, created on first use and reused.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bullmq import Queue
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from heavylift.queue.names import Priority, QueueName
+from heavylift.queue.views import job_detail, job_view, user_state
+from heavylift.schemas import JobDetail, JobPage, JobState, JobView, QueueCounts
+from heavylift.settings import Settings
+
+log = logging.getLogger("heavylift.queue")
+
+# bullmq's own state names behind each user-facing state.
+_BULL_STATES: dict[JobState, tuple[str, ...]] = {
+    "waiting": ("waiting", "prioritized", "paused"),
+    "active": ("active",),
+    "completed": ("completed",),
+    "failed": ("failed",),
+    "delayed": ("delayed",),
+}
+_CLEANABLE = {"completed", "failed", "delayed", "waiting", "prioritized", "paused", "active"}
+
+REDIS_DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+class QueueUnavailableError(RuntimeError):
+    """Redis could not be reached; HTTP answers 503 and nothing is reported as done."""
+
+
+class JobNotFoundError(LookupError):
+    pass
+
+
+class JobStateError(RuntimeError):
+    """The job exists but is not in a state that allows the operation (HTTP 409)."""
+
+
+def job_options(
+    settings: Settings, priority: Priority, job_id: str | None = None
+) -> dict[str, Any]:
+    """The product's defaults: 3 attempts, exponential backoff, a priority, bounded history."""
+    opts: dict[str, Any] = {
+        "attempts": settings.job_attempts,
+        "backoff": {"type": "exponential", "delay": settings.backoff_base_ms},
+        "priority": int(priority),
+        "removeOnComplete": {"count": settings.keep_completed},
+        "removeOnFail": {"count": settings.keep_failed},
+    }
+    if job_id is not None:
+        opts["jobId"] = job_id
+    return opts
+
+
+def bull_options(settings: Settings) -> dict[str, Any]:
+    """Connection options shared by every bullmq Queue and Worker we create."""
+    return {"connection": settings.redis_connection_url(), "prefix": settings.queue_prefix}
+
+
+class Queues:
+    """Async access to all heavylift queues. Create one per event loop and reuse it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._queues: dict[QueueName, Queue] = {}
+
+    def bull(self, name: QueueName) -> Queue:
+        if name not in self._queues:
+            self._queues[name] = Queue(str(name), bull_options(self.settings))
+        return self._queues[name]
+
+    async def close(self) -> None:
+        for queue in self._queues.values():
+            await queue.close()
+        self._queues.clear()
+
+    async def ping(self) -> None:
+        await self.bull(QueueName.DIAGNOSTICS).client.ping()
+
+    # --- producing ---------------------------------------------------------------------------
+
+    async def add(
+        self,
+        name: QueueName,
+        job_name: str,
+        data: dict[str, Any],
+        priority: Priority,
+        job_id: str | None = None,
+    ) -> str:
+        """Enqueue one job; with `job_id`, adding the same id twice keeps the first job."""
+        opts = job_options(self.settings, priority, job_id)
+        job = await self.bull(name).add(job_name, data, opts)
+        log.info(
+            "job queued",
+            extra={"event": "queued", "queue": str(name), "jobId": str(job.id),
+                   "jobName": job_name, "priority": int(priority)},
+        )
+        return str(job.id)
+
+    async def add_bulk(
+        self, name: QueueName, job_name: str, items: list[dict[str, Any]], priority: Priority
+    ) -> list[str]:
+        opts = job_options(self.settings, priority)
+        jobs = await self.bull(name).addBulk(
+            [{"name": job_name, "data": data, "opts": opts} for data in items]
+        )
+        return [str(job.id) for job in jobs]
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def counts(self, name: QueueName) -> QueueCounts:
+        raw = await self.bull(name).getJobCounts(
+            "waiting", "prioritized", "paused", "active", "completed", "failed", "delayed"
+        )
+        return QueueCounts(
+            waiting=raw["waiting"] + raw["prioritized"] + raw["paused"],
+            active=raw["active"],
+            completed=raw["completed"],
+            failed=raw["failed"],
+            delayed=raw["delayed"],
+        )
+
+    async def _job_and_state(self, name: QueueName, job_id: str) -> tuple[Any, JobState]:
+        queue = self.bull(name)
+        job = await queue.getJob(job_id)
+        if job is None:
+            raise JobNotFoundError(f"job {job_id} not found in queue {name}")
+        state = user_state(await queue.getJobState(job_id))
+        if state is None:
+            raise JobNotFoundError(f"job {job_id} not found in queue {name}")
+        return job, state
+
+    async def view(self, name: QueueName, job_id: str) -> JobView:
+        job, state = await self._job_and_state(name, job_id)
+        return job_view(job, state)
+
+    async def detail(self, name: QueueName, job_id: str) -> JobDetail:
+        job, state = await self._job_and_state(name, job_id)
+        return job_detail(job, state, str(name))
+
+    async def page(
+        self, name: QueueName, state: JobState, page: int = 1, page_size: int = 20
+    ) -> JobPage:
+        """One page of jobs in a state, newest first (Bull's order for finished jobs)."""
+        start = (page - 1) * page_size
+        queue = self.bull(name)
+        bull_states = _BULL_STATES[state]
+        jobs = await queue.getJobs(list(bull_states), start, start + page_size - 1, asc=False)
+        total = sum((await queue.getJobCounts(*bull_states)).values())
+        return JobPage(
+            state=state, page=page, pageSize=page_size, total=total,
+            jobs=[job_view(job, state) for job in jobs],
+        )
+
+    # --- admin -------------------------------------------------------------------------------
+
+    async def retry(self, name: QueueName, job_id: str) -> JobView:
+        job, state = await self._job_and_state(name, job_id)
+        if state != "failed":
+            raise JobStateError(f"job {job_id} is {state}; only failed jobs can be retried")
+        await job.retry("failed", {"resetAttemptsMade": True})
+        log.info("job retried", extra={"event": "retried", "queue": str(name), "jobId": job_id})
+        return await self.view(name, job_id)
+
+    async def retry_all_failed(self, name: QueueName) -> int:
+        failed = (await self.counts(name)).failed
+        await self.bull(name).retryJobs({"state": "failed", "count": 1000})
+        log.info("failed jobs retried", extra={"event": "retried", "queue": str(name),
+                                                "count": failed})
+        return failed
+
+    async def clean(
+        self, name: QueueName, state: str, older_than_ms: int = 0, limit: int = 0
+    ) -> int:
+        """Remove jobs in `state` that finished (or were created) more than `older_than_ms` ago."""
+        if state not in _CLEANABLE:
+            raise ValueError(f"cannot clean state {state!r}; use one of {sorted(_CLEANABLE)}")
+        targets = _BULL_STATES.get(state, (state,))  # type: ignore[call-overload]
+        removed = 0
+        for bull_state in targets:
+            removed += len(await self.bull(name).clean(older_than_ms, limit, bull_state))
+        return removed
+
+    async def pause(self, name: QueueName) -> None:
+        await self.bull(name).pause()
+
+    async def resume(self, name: QueueName) -> None:
+        await self.bull(name).resume()
+
+    async def is_paused(self, name: QueueName) -> bool:
+        return bool(await self.bull(name).isPaused())
+

@@ -1,0 +1,97 @@
+"""What a processor sees of its job: data, attempt, monotonic progress, and CPU offloading."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from bullmq.custom_errors import UnrecoverableError
+
+from heavylift.queue import QueueName
+from heavylift.runtime.offload import CpuPool
+
+T = TypeVar("T")
+
+Processor = Callable[["JobContext"], Awaitable[Any]]
+# Processors per queue, by job name.
+Registry = dict[QueueName, dict[str, Processor]]
+
+
+class PermanentJobError(UnrecoverableError):  # type: ignore[misc]
+    """A failure that no retry can fix (corrupt input, bad request): fail at once."""
+
+
+class JobContext:
+    def __init__(self, job: Any, token: str, queue: QueueName, cpu: CpuPool) -> None:
+        self.job = job
+        self.token = token
+        self.queue = queue
+        self.cpu = cpu
+        self.handed_back = False
+        self.task: asyncio.Future[Any] | None = None
+        self._shown = float(job.progress) if isinstance(job.progress, int | float) else 0.0
+        self._wanted = self._shown
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.job.id)
+
+    @property
+    def name(self) -> str:
+        return str(self.job.name)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return dict(self.job.data or {})
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first try; a retried or recovered job sees 2, 3..."""
+        return int(self.job.attemptsMade) + 1
+
+    @property
+    def progress(self) -> float:
+        return self._wanted
+
+    def set_progress(self, percent: float) -> None:
+        """Progress never goes backwards; writes are coalesced to whole percents."""
+        percent = min(100.0, round(percent, 1))
+        if percent <= self._wanted:
+            return
+        self._wanted = percent
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_progress())
+
+    async def _write_progress(self) -> None:
+        while int(self._wanted) > int(self._shown) or (self._wanted == 100 > self._shown):
+            value = self._wanted
+            shown = int(value) if value == int(value) else value
+            await self.job.updateProgress(shown)
+            self._shown = value
+
+    async def flush_progress(self) -> None:
+        if self._writer is not None:
+            await self._writer
+
+    async def offload(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        span: tuple[float, float] | None = None,
+        timeout_s: float | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Run CPU-bound `fn(*args, report=..., **kwargs)` in the process pool; its progress
+        fractions (0..1) map onto `span` percents of this job."""
+        on_progress = None
+        if span is not None:
+            low, high = span
+
+            def on_progress(fraction: float) -> None:
+                self.set_progress(low + (high - low) * max(0.0, min(1.0, fraction)))
+
+        return await self.cpu.run(
+            fn, *args, on_progress=on_progress, timeout_s=timeout_s, **kwargs
+        )

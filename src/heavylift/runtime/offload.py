@@ -1,0 +1,124 @@
+"""Run CPU-heavy job code in worker processes so the event loop keeps renewing BullMQ locks.
+
+A job that blocks the loop stops lock renewal and is declared stalled (it would run twice), so
+PDF parsing, chunking and embedding go through `CpuPool.run`. Progress comes back over a pipe that
+the loop watches with `add_reader`: no polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import multiprocessing
+import signal
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+ProgressCallback = Callable[[float], None]
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """A worker killed with SIGKILL must not leave CPU jobs running in orphaned children."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when work stops
+
+
+class Reporter:
+    """Passed to offloaded functions as `report`; sends progress fractions (0..1) to the parent."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def __call__(self, fraction: float) -> None:
+        self._conn.send(fraction)
+
+
+def _call_with_reporter(
+    fn: Callable[..., T], conn: Connection, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> T:
+    try:
+        return fn(*args, report=Reporter(conn), **kwargs)
+    finally:
+        conn.close()
+
+
+class CpuPool:
+    """A lazily started process pool; rebuilt when a child dies or a job overruns its limit."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._executor: ProcessPoolExecutor | None = None
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.processes,
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_die_with_parent,
+            )
+        return self._executor
+
+    async def run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        on_progress: ProgressCallback | None = None,
+        timeout_s: float | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Run `fn(*args, report=..., **kwargs)` in a child process and await its result."""
+        loop = asyncio.get_running_loop()
+        receiver, sender = multiprocessing.Pipe(duplex=False)
+
+        def on_readable() -> None:
+            if not _deliver(receiver, on_progress):
+                loop.remove_reader(receiver.fileno())
+
+        loop.add_reader(receiver.fileno(), on_readable)
+        try:
+            future = loop.run_in_executor(
+                self._pool(), _call_with_reporter, fn, sender, args, kwargs
+            )
+            try:
+                return await asyncio.wait_for(future, timeout_s)
+            except (TimeoutError, BrokenProcessPool):
+                self.kill()
+                raise
+        finally:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(receiver.fileno())
+            _deliver(receiver, on_progress)
+            receiver.close()
+            sender.close()
+
+    def kill(self) -> None:
+        """Stop every child now (overrun, shutdown hand-back); the next `run` starts a new pool."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        for process in list(getattr(executor, "_processes", {}).values()):
+            with contextlib.suppress(OSError):
+                process.kill()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+
+def _deliver(receiver: Connection, on_progress: ProgressCallback | None) -> bool:
+    """Hand every queued progress message to the callback; False once the pipe is closed."""
+    try:
+        while receiver.poll():
+            value = receiver.recv()
+            if on_progress is not None:
+                on_progress(float(value))
+    except (EOFError, OSError):
+        return False
+    return True

@@ -1,0 +1,238 @@
+"""The long-running worker: one bullmq Worker per queue, lifecycle logs, graceful shutdown,
+Redis outage handling and the /healthz server.
+
+Shutdown (SIGTERM/SIGINT): stop taking jobs, give active ones `SHUTDOWN_GRACE_S` to finish, then
+hand the rest back (moved to delayed with no attempt counted, so any worker picks them up at once)
+and exit 0. A SIGKILLed worker's jobs come back through BullMQ's stalled check after at most
+LOCK_DURATION_MS + STALLED_INTERVAL_MS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from bullmq import Worker
+from bullmq.custom_errors import DelayedError, UnrecoverableError
+from tenacity import AsyncRetrying, RetryCallState, stop_after_delay, wait_exponential
+
+from heavylift.queue import QueueName, bull_options
+from heavylift.runtime.context import JobContext, Registry
+from heavylift.runtime.health import HealthServer
+from heavylift.runtime.offload import CpuPool
+from heavylift.settings import Settings
+
+log = logging.getLogger("heavylift.worker")
+
+EXIT_OK = 0
+EXIT_REDIS_DOWN = 3
+
+
+class RedisWatch:
+    """Pings Redis on its own connection; tracks how long it has been unreachable."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client = aioredis.from_url(
+            settings.redis_connection_url(), socket_timeout=2, socket_connect_timeout=2
+        )
+        self.down_since: float | None = None
+
+    async def ping(self) -> bool:
+        try:
+            await self.client.ping()
+        except (OSError, aioredis.RedisError):
+            return False
+        return True
+
+    async def wait_until_up(self) -> None:
+        """Start-up: retry with exponential backoff, logging each failure, up to the limit."""
+
+        def log_retry(state: RetryCallState) -> None:
+            log.warning(
+                "redis unreachable, retrying",
+                extra={"event": "redis_down", "redis": self.settings.redacted_redis_url(),
+                       "attempt": state.attempt_number},
+            )
+
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(self.settings.redis_max_outage_s),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            before_sleep=log_retry,
+            reraise=True,
+        ):
+            with attempt:
+                await self.client.ping()
+
+    async def outage_exceeded(self) -> bool:
+        """One check; logs transitions; True once the outage is longer than allowed."""
+        if await self.ping():
+            if self.down_since is not None:
+                log.info("redis reachable again", extra={
+                    "event": "redis_up", "downFor": round(time.monotonic() - self.down_since, 1)})
+            self.down_since = None
+            return False
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            log.warning("redis unreachable", extra={
+                "event": "redis_down", "redis": self.settings.redacted_redis_url()})
+        return now - self.down_since > self.settings.redis_max_outage_s
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.cpu = CpuPool(settings.cpu_workers)
+        self.redis = RedisWatch(settings)
+        self.workers: list[Worker] = []
+        self.active: dict[str, JobContext] = {}
+        self.stopping = asyncio.Event()
+        self.exit_code = EXIT_OK
+        self.health = HealthServer(settings.port, self)
+
+    # --- job dispatch ------------------------------------------------------------------------
+
+    def _processor_for(self, queue: QueueName) -> Any:
+        processors = self.registry[queue]
+
+        async def process(job: Any, token: str) -> Any:
+            ctx = JobContext(job, token, queue, self.cpu)
+            processor = processors.get(ctx.name)
+            if processor is None:
+                raise UnrecoverableError(f"no processor for job name {ctx.name!r} on {queue}")
+            key = f"{queue}:{ctx.id}:{token}"
+            self.active[key] = ctx
+            started = time.monotonic()
+            fields = {"queue": str(queue), "jobId": ctx.id, "jobName": ctx.name,
+                      "attempt": ctx.attempt}
+            log.info("job started", extra={"event": "started", **fields})
+            work = asyncio.ensure_future(processor(ctx))
+            ctx.task = work
+            try:
+                result = await work
+                ctx.set_progress(100)
+                await ctx.flush_progress()
+            except asyncio.CancelledError:
+                if ctx.handed_back:
+                    log.info("job handed back", extra={"event": "handed_back", **fields})
+                    raise DelayedError() from None
+                # Cancelled without a hand-back (Redis was down): fail this attempt so it retries.
+                raise RuntimeError("job interrupted by worker shutdown") from None
+            except Exception as error:
+                self._log_failure(job, error, fields, time.monotonic() - started)
+                raise
+            finally:
+                self.active.pop(key, None)
+            log.info("job completed", extra={
+                "event": "completed", "duration": round(time.monotonic() - started, 3), **fields})
+            return result
+
+        return process
+
+    def _log_failure(
+        self, job: Any, error: Exception, fields: dict[str, Any], duration: float
+    ) -> None:
+        attempts = int(job.opts.get("attempts", 1))
+        retry = (int(job.attemptsMade) + 1 < attempts
+                 and not isinstance(error, UnrecoverableError))
+        log.warning("job failed", extra={
+            "event": "failed", "reason": str(error) or type(error).__name__,
+            "willRetry": retry, "duration": round(duration, 3), **fields})
+        if retry:
+            backoff = job.opts.get("backoff") or {}
+            delay = int(backoff.get("delay", 0)) * 2 ** int(job.attemptsMade)
+            log.info("job retrying", extra={"event": "retrying", "delayMs": delay, **fields})
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def _start_workers(self) -> None:
+        opts = {
+            **bull_options(self.settings),
+            "concurrency": self.settings.job_concurrency,
+            "lockDuration": self.settings.lock_duration_ms,
+            "stalledInterval": self.settings.stalled_interval_ms,
+            "maxStalledCount": 1,
+            "drainDelay": self.settings.drain_delay_s,
+            "runRetryDelay": 1000,
+        }
+        for queue in self.registry:
+            worker = Worker(str(queue), self._processor_for(queue), opts)
+            worker.on("error", lambda error, *_: log.warning(
+                "worker error", extra={"event": "error", "reason": str(error)}))
+            worker.on("stalled", lambda job_id, q=str(queue): log.warning(
+                "job stalled, back to waiting", extra={"event": "stalled", "queue": q,
+                                                       "jobId": str(job_id)}))
+            self.workers.append(worker)
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stopping.is_set():
+            log.info("shutdown requested", extra={"event": "shutdown", "reason": reason})
+            self.stopping.set()
+
+    async def _watch_redis(self) -> None:
+        while not self.stopping.is_set():
+            if await self.redis.outage_exceeded():
+                log.error("redis unreachable for too long, exiting", extra={
+                    "event": "redis_gone", "limit": self.settings.redis_max_outage_s})
+                self.exit_code = EXIT_REDIS_DOWN
+                self.request_stop("redis outage")
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 2.0)
+
+    async def _shutdown(self) -> None:
+        closing = [asyncio.ensure_future(worker.close()) for worker in self.workers]
+        if closing:
+            _, pending = await asyncio.wait(closing, timeout=self.settings.shutdown_grace_s)
+            if pending:
+                await self._hand_back_active()
+                await asyncio.wait(pending, timeout=5)
+        self.cpu.kill()
+
+    async def _hand_back_active(self) -> None:
+        """Jobs still running after the grace period go back to the queue with no attempt used."""
+        self.cpu.kill()
+        now = int(time.time() * 1000)
+        for ctx in list(self.active.values()):
+            with contextlib.suppress(Exception):
+                await ctx.job.moveToDelayed(now, ctx.token)
+                ctx.handed_back = True
+            if ctx.task is not None:
+                ctx.task.cancel()
+
+    async def run(self) -> int:
+        log.info("worker starting", extra={
+            "event": "starting", "queues": [str(q) for q in self.registry],
+            "concurrency": self.settings.job_concurrency,
+            "redis": self.settings.redacted_redis_url()})
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        await self.health.start()
+        try:
+            await self.redis.wait_until_up()
+        except (OSError, aioredis.RedisError) as error:
+            log.error("redis unreachable at start-up, exiting", extra={
+                "event": "redis_gone", "reason": str(error)})
+            await self.health.stop()
+            return EXIT_REDIS_DOWN
+        self._start_workers()
+        watch = asyncio.ensure_future(self._watch_redis())
+        log.info("worker ready", extra={"event": "ready"})
+        await self.stopping.wait()
+        await self._shutdown()
+        watch.cancel()
+        await self.redis.close()
+        await self.health.stop()
+        log.info("worker stopped", extra={"event": "stopped", "exitCode": self.exit_code})
+        return self.exit_code

@@ -1,0 +1,115 @@
+"""All configuration, read once from the environment (Secret Manager injects secrets there on GCP).
+
+Every variable is documented in the README's configuration table. A bad value stops start-up with
+one line naming the variable (see `load_settings`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote, urlencode, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PositiveMs = Annotated[int, Field(gt=0)]
+
+
+class SettingsError(ValueError):
+    """A configuration value is wrong; the message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # --- Redis (Bull's variable names) ---
+    redis_url: str | None = Field(None, description="Full Redis URL; wins over REDIS_HOST etc.")
+    redis_host: str = "127.0.0.1"
+    redis_port: int = Field(6379, ge=1, le=65535)
+    redis_password: SecretStr | None = None
+    redis_db: int = Field(0, ge=0, le=15)
+    redis_tls: bool = Field(False, description="Use TLS (Memorystore transit encryption).")
+    redis_ca_file: Path | None = Field(None, description="CA bundle that signs the server cert.")
+
+    # --- Queues ---
+    queue_prefix: str = Field("bull", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    job_concurrency: int = Field(2, ge=1, le=256)
+    job_attempts: int = Field(3, ge=1, le=25)
+    backoff_base_ms: PositiveMs = 1000
+    keep_completed: int = Field(1000, ge=0, description="removeOnComplete count bound.")
+    keep_failed: int = Field(5000, ge=0, description="removeOnFail count bound.")
+    lock_duration_ms: PositiveMs = 20_000
+    stalled_interval_ms: PositiveMs = 10_000
+    drain_delay_s: int = Field(5, ge=1, le=60)
+
+    # --- Worker runtime ---
+    port: int = Field(8080, ge=1, le=65535, description="Worker /healthz and /metrics port.")
+    shutdown_grace_s: float = Field(8.0, ge=0, description="Time active jobs get on SIGTERM.")
+    redis_max_outage_s: float = Field(120.0, gt=0, description="Exit non-zero after this outage.")
+    cpu_workers: int = Field(1, ge=1, le=64, description="Processes for CPU-bound job code.")
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    # --- Storage ---
+    storage_url: str = Field("file://./.local/storage", description="file://, gs:// or s3://")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("redis_ca_file")
+    @classmethod
+    def _ca_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {value} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _lock_vs_stall(self) -> Settings:
+        if self.stalled_interval_ms > self.lock_duration_ms:
+            raise ValueError("STALLED_INTERVAL_MS must not exceed LOCK_DURATION_MS")
+        return self
+
+    def redis_connection_url(self) -> str:
+        """One URL for every Redis client (bullmq takes a URL and adds its own retry policy)."""
+        if self.redis_url:
+            url = self.redis_url
+        else:
+            scheme = "rediss" if self.redis_tls else "redis"
+            auth = ""
+            if self.redis_password is not None:
+                auth = ":" + quote(self.redis_password.get_secret_value(), safe="") + "@"
+            url = f"{scheme}://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+        if self.redis_ca_file is not None and url.startswith("rediss://"):
+            sep = "&" if "?" in url else "?"
+            url += sep + urlencode({"ssl_ca_certs": str(self.redis_ca_file)})
+        return url
+
+    def redacted_redis_url(self) -> str:
+        """The Redis URL with any password masked, safe for logs."""
+        parts = urlsplit(self.redis_connection_url())
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        auth = "***@" if parts.password else ""
+        return f"{parts.scheme}://{auth}{host}{port}{parts.path}"
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = first.get("loc") or ()
+    name = str(loc[0]).upper() if loc else "configuration"
+    message = first.get("msg", "invalid value").removeprefix("Value error, ")
+    return f"invalid setting {name}: {message}"
+
+
+@lru_cache(maxsize=1)
+def load_settings() -> Settings:
+    """Read the environment once; raise SettingsError with one line naming the bad variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError(_one_line(error)) from None

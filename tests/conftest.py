@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from heavylift.settings import Settings, load_settings
+from tests.servers import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A clean Redis for each test."""
+    if redis_server.process is None:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings pointing at the test Redis and a temp storage dir, as the environment says."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("STORAGE_URL", f"file://{tmp_path / 'storage'}")
+    monkeypatch.setenv("BACKOFF_BASE_MS", "300")
+    load_settings.cache_clear()
+    yield load_settings()
+    load_settings.cache_clear()

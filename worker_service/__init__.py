@@ -1,0 +1,1 @@
+"""The long-running worker container's entry point."""

@@ -1,0 +1,3 @@
+from worker_service.main import main
+
+main()

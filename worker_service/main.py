@@ -1,0 +1,59 @@
+"""`python -m worker_service` / `heavylift-worker`: run BullMQ workers for the registered queues."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from heavylift import diagnostics
+from heavylift.logs import configure_logging
+from heavylift.queue import QueueName
+from heavylift.runtime.context import Registry
+from heavylift.runtime.runner import WorkerRuntime
+from heavylift.settings import SettingsError, load_settings
+
+REGISTRY: Registry = {
+    QueueName.DIAGNOSTICS: diagnostics.PROCESSORS,
+}
+
+app = typer.Typer(add_completion=False)
+
+
+def serve(queues: list[QueueName] | None = None) -> None:
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"heavylift-worker: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level)
+    registry = {q: p for q, p in REGISTRY.items() if not queues or q in queues}
+    raise SystemExit(asyncio.run(WorkerRuntime(settings, registry).run()))
+
+
+@app.command()
+def run(
+    queue: Annotated[
+        list[QueueName] | None,
+        typer.Option("--queue", "-q", help="Only these queues (repeatable); default all."),
+    ] = None,
+    reload: Annotated[
+        bool, typer.Option(help="Dev mode: restart the worker when the code changes.")
+    ] = False,
+) -> None:
+    """Process heavylift jobs from Redis (settings come from the environment; see README)."""
+    if reload:
+        from watchfiles import run_process
+
+        root = Path(__file__).resolve().parent.parent
+        run_process(root / "src" / "heavylift", root / "worker_service",
+                    target=serve, args=(queue,))
+        return
+    serve(queue)
+
+
+def main() -> None:
+    app()
