@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from heavylift.queue import SyncQueues
 from heavylift.settings import Settings, load_settings
 from tests.servers import RedisServer
+from tests.worker_proc import WorkerProcess
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +29,9 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
-def settings(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
     """Settings pointing at the test Redis and a temp storage dir, as the environment says."""
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("STORAGE_URL", f"file://{tmp_path / 'storage'}")
@@ -35,3 +39,26 @@ def settings(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     load_settings.cache_clear()
     yield load_settings()
     load_settings.cache_clear()
+
+
+@pytest.fixture
+def queues(settings: Settings) -> Iterator[SyncQueues]:
+    """The synchronous facade the HTTP functions use, on the test Redis."""
+    client = SyncQueues(settings)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def start_worker(redis_url: str) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real worker processes (env overrides as keyword args); all stopped at teardown."""
+    started: list[WorkerProcess] = []
+
+    def start(**env: str) -> WorkerProcess:
+        worker = WorkerProcess(redis_url, **env)
+        started.append(worker)
+        return worker.wait_ready()
+
+    yield start
+    for worker in started:
+        worker.stop()

@@ -155,7 +155,7 @@ class WorkerRuntime:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def _start_workers(self) -> None:
+    async def _start_workers(self) -> None:
         opts = {
             **bull_options(self.settings),
             "concurrency": self.settings.job_concurrency,
@@ -173,6 +173,10 @@ class WorkerRuntime:
                 "job stalled, back to waiting", extra={"event": "stalled", "queue": q,
                                                        "jobId": str(job_id)}))
             self.workers.append(worker)
+            # bullmq-py reads the server version (and so whether BZPOPMIN takes fractional
+            # timeouts) only on demand; unread, every delay and backoff rounds up to whole seconds.
+            for connection in (worker.redisConnection, worker.blockingRedisConnection):
+                await connection.getRedisVersion()
 
     def request_stop(self, reason: str) -> None:
         if not self.stopping.is_set():
@@ -226,7 +230,7 @@ class WorkerRuntime:
                 "event": "redis_gone", "reason": str(error)})
             await self.health.stop()
             return EXIT_REDIS_DOWN
-        self._start_workers()
+        await self._start_workers()
         watch = asyncio.ensure_future(self._watch_redis())
         log.info("worker ready", extra={"event": "ready"})
         await self.stopping.wait()

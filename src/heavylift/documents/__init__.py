@@ -1,0 +1,1 @@
+"""Document building blocks: detect the type, extract pages, chunk. Pure functions, picklable."""
