@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PositiveMs = Annotated[int, Field(gt=0)]
@@ -53,6 +53,59 @@ class Settings(BaseSettings):
 
     # --- Storage ---
     storage_url: str = Field("file://./.local/storage", description="file://, gs:// or s3://")
+
+    # --- Storage backends ---
+    storage_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="Connect/read timeout and retry budget per storage call."
+    )
+    upload_signing_secret: SecretStr | None = Field(
+        None, description="HMAC key for file:// signed upload URLs (required to hand them out)."
+    )
+    public_base_url: str = Field(
+        "http://127.0.0.1:8080", pattern=r"^https?://[^/?#]+(/[^?#]*)?$",
+        description="Base URL clients reach the api at; file:// upload URLs point there.",
+    )
+    gcs_signing_credentials_file: FilePath | None = Field(
+        None, description="Service-account JSON that signs gs:// upload URLs locally.",
+    )
+    gcs_signing_service_account: str | None = Field(
+        None, description="Account to sign as through the IAM API when credentials can't sign.",
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (moto, MinIO).")
+
+    # --- Documents and AI ---
+    pdf_engine: Literal["pypdfium2", "pypdf"] = Field(
+        "pypdfium2", description="PDF text engine: pypdfium2 (fast) or pypdf (pure Python)."
+    )
+    chunk_tokens: int = Field(500, ge=16, le=8192, description="Tokens per chunk (at most).")
+    chunk_overlap: int = Field(50, ge=0, description="Tokens shared by consecutive chunks.")
+    tokenizer_encoding: Literal["cl100k_base", "o200k_base"] = Field(
+        "cl100k_base", description="tiktoken encoding for chunking and token counts."
+    )
+    extract_timeout_s: float = Field(600.0, gt=0, description="Time limit for one extraction.")
+    openai_api_key: SecretStr | None = Field(
+        None, description="Enables the OpenAI provider; without it the local provider runs."
+    )
+    openai_base_url: str | None = Field(
+        None, description="OpenAI-compatible API base URL (default: the client's own)."
+    )
+    openai_chat_model: str = Field("gpt-4o-mini", description="Model for summary/themes/quotes.")
+    openai_embedding_model: str = Field(
+        "text-embedding-3-small", description="Model for chunk embeddings."
+    )
+    openai_max_retries: int = Field(
+        5, ge=0, le=20, description="Client retries (429 honours Retry-After, 5xx back off)."
+    )
+    openai_timeout_s: float = Field(120.0, gt=0, description="Timeout of one OpenAI request.")
+    job_token_budget: int = Field(
+        2_000_000, ge=0, description="Most OpenAI tokens (prompt + output) one job may use."
+    )
+
+    @model_validator(mode="after")
+    def _overlap_below_chunk(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("CHUNK_OVERLAP must be below CHUNK_TOKENS")
+        return self
 
     @field_validator("redis_url")
     @classmethod

@@ -15,5 +15,5 @@ class RawPage(NamedTuple):
 class PageSource(NamedTuple):
     """An opened document: the page count up front (for progress), pages as they are read."""
 
-    count: int
+    page_count: int
     pages: Iterator[RawPage]

@@ -49,6 +49,7 @@ def _map_error(error: Exception, corrupt_message: str | None = None) -> Document
         return PasswordProtectedError()
     if isinstance(error, DependencyError):
         return PasswordProtectedError(
-            "The PDF uses an encryption scheme this server cannot decrypt; upload an unencrypted copy."
+            "The PDF uses an encryption scheme this server cannot decrypt; "
+            "upload an unencrypted copy."
         )
     return CorruptDocumentError(corrupt_message)

@@ -10,13 +10,11 @@ import unicodedata
 _SOFT_HYPHEN = re.compile(r"[\x02\u00ad](?:\r\n|\r|\n)?")
 _LINE_BREAK = re.compile(r"\r\n?")
 # Remaining C0/C1 controls (form feeds, stray \x14 ...) carry no text; keep tab and newline.
-_CONTROLS = {
-    code: None for code in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if chr(code) not in "\t\n"
-}
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]+")
 
 
 def normalize_text(text: str) -> str:
     """NFKC, pdfium soft hyphens joined, \\r\\n as \\n, control characters dropped."""
     text = _SOFT_HYPHEN.sub("", text)
     text = _LINE_BREAK.sub("\n", text)
-    return unicodedata.normalize("NFKC", text).translate(_CONTROLS)
+    return _CONTROLS.sub("", unicodedata.normalize("NFKC", text))

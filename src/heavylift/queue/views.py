@@ -33,7 +33,8 @@ def _view_fields(job: Any, state: JobState) -> dict[str, Any]:
     return {
         "id": str(job.id),
         "state": state,
-        "progress": job.progress,
+        # A completed job is done whatever its processor last reported (saves a write per job).
+        "progress": 100 if state == "completed" else job.progress,
         "result": job.returnvalue if state == "completed" else None,
         "createdAt": int(job.timestamp),
         "processedAt": _ms(job.processedOn),

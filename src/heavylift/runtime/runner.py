@@ -99,6 +99,7 @@ class WorkerRuntime:
         self.stopping = asyncio.Event()
         self.exit_code = EXIT_OK
         self.health = HealthServer(settings.port, self)
+        self._watch: asyncio.Future[None] | None = None
 
     # --- job dispatch ------------------------------------------------------------------------
 
@@ -120,7 +121,6 @@ class WorkerRuntime:
             ctx.task = work
             try:
                 result = await work
-                ctx.set_progress(100)
                 await ctx.flush_progress()
             except asyncio.CancelledError:
                 if ctx.handed_back:
@@ -214,29 +214,40 @@ class WorkerRuntime:
             if ctx.task is not None:
                 ctx.task.cancel()
 
-    async def run(self) -> int:
+    async def start(self) -> bool:
+        """Serve /healthz, wait for Redis (bounded), start one bullmq Worker per queue."""
         log.info("worker starting", extra={
             "event": "starting", "queues": [str(q) for q in self.registry],
             "concurrency": self.settings.job_concurrency,
             "redis": self.settings.redacted_redis_url()})
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop, sig.name)
         await self.health.start()
         try:
             await self.redis.wait_until_up()
         except (OSError, aioredis.RedisError) as error:
             log.error("redis unreachable at start-up, exiting", extra={
                 "event": "redis_gone", "reason": str(error)})
-            await self.health.stop()
-            return EXIT_REDIS_DOWN
+            self.exit_code = EXIT_REDIS_DOWN
+            return False
         await self._start_workers()
-        watch = asyncio.ensure_future(self._watch_redis())
+        self._watch = asyncio.ensure_future(self._watch_redis())
         log.info("worker ready", extra={"event": "ready"})
-        await self.stopping.wait()
+        return True
+
+    async def stop(self) -> int:
+        self.stopping.set()
         await self._shutdown()
-        watch.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
         await self.redis.close()
         await self.health.stop()
         log.info("worker stopped", extra={"event": "stopped", "exitCode": self.exit_code})
         return self.exit_code
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT or a Redis outage longer than REDIS_MAX_OUTAGE_S."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        if await self.start():
+            await self.stopping.wait()
+        return await self.stop()

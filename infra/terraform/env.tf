@@ -1,0 +1,73 @@
+# The environment both roles read (heavylift.settings.Settings). One map for the api function,
+# the event function and the worker, so a setting can never be wired on one role and forgotten
+# on another. tests/test_infra.py fails when a Settings field is missing here.
+locals {
+  data_bucket_name = coalesce(var.bucket_name, "${var.project_id}-${var.name_prefix}-data")
+  redis_ca_dir     = "/etc/heavylift/redis-ca"
+
+  app_env_defaults = {
+    # Redis: host/port/password parts rather than REDIS_URL, so the AUTH string stays a secret.
+    REDIS_HOST    = google_redis_instance.queue.host
+    REDIS_PORT    = tostring(google_redis_instance.queue.port)
+    REDIS_DB      = "0"
+    REDIS_TLS     = "true"
+    REDIS_CA_FILE = "${local.redis_ca_dir}/ca.pem"
+
+    # Queues (the product's defaults; lock/stall chosen so a killed worker's job is retaken
+    # within ~30 s).
+    QUEUE_PREFIX        = var.queue_prefix
+    JOB_CONCURRENCY     = tostring(var.job_concurrency)
+    JOB_ATTEMPTS        = "3"
+    BACKOFF_BASE_MS     = "1000"
+    KEEP_COMPLETED      = "1000"
+    KEEP_FAILED         = "5000"
+    LOCK_DURATION_MS    = "20000"
+    STALLED_INTERVAL_MS = "10000"
+    DRAIN_DELAY_S       = "5"
+
+    # Worker runtime (harmless on the functions, which do not run a worker loop).
+    SHUTDOWN_GRACE_S   = tostring(var.worker_shutdown_grace_s)
+    REDIS_MAX_OUTAGE_S = "120"
+    CPU_WORKERS        = tostring(var.worker_cpu)
+    LOG_LEVEL          = var.log_level
+
+    # Storage and intake. MAX_UPLOAD_BYTES covers signed-URL uploads (50 MB); a multipart body
+    # to the api function is capped by Cloud Functions itself at 32 MB whatever this says.
+    STORAGE_URL       = "gs://${google_storage_bucket.data.name}"
+    STORAGE_TIMEOUT_S = "5"
+    MAX_UPLOAD_BYTES  = tostring(var.max_upload_bytes)
+
+    # Documents and AI (the OpenAI key itself is a secret below).
+    PDF_ENGINE             = "pypdfium2"
+    CHUNK_TOKENS           = "500"
+    CHUNK_OVERLAP          = "50"
+    TOKENIZER_ENCODING     = "cl100k_base"
+    EXTRACT_TIMEOUT_S      = "600"
+    OPENAI_CHAT_MODEL      = var.openai_chat_model
+    OPENAI_EMBEDDING_MODEL = var.openai_embedding_model
+    OPENAI_MAX_RETRIES     = "5"
+    OPENAI_TIMEOUT_S       = "120"
+    JOB_TOKEN_BUDGET       = tostring(var.job_token_budget)
+
+    # Dataset sync.
+    SYNC_THRESHOLD = tostring(var.sync_threshold)
+    CHUNK_SIZE     = "50000"
+    CHUNK_DELAY_MS = "0"
+  }
+  app_env = merge(local.app_env_defaults, var.extra_env)
+
+  # Only the functions hand out signed upload URLs: they sign as themselves through the IAM
+  # Credentials API (no key file on GCP).
+  function_env = merge(local.app_env, {
+    GCS_SIGNING_SERVICE_ACCOUNT = google_service_account.functions.email
+  })
+  worker_env = local.app_env
+
+  # Environment variable name => Secret Manager secret id (always the latest version).
+  secret_env = {
+    REDIS_PASSWORD        = google_secret_manager_secret.redis_auth.secret_id
+    OPENAI_API_KEY        = google_secret_manager_secret.operator["openai_api_key"].secret_id
+    API_KEYS              = google_secret_manager_secret.operator["api_keys"].secret_id
+    UPLOAD_SIGNING_SECRET = google_secret_manager_secret.operator["upload_signing_secret"].secret_id
+  }
+}

@@ -1,0 +1,46 @@
+# Nothing secret is output: the Redis AUTH string is read from Secret Manager when needed.
+
+output "api_url" {
+  description = "Base URL of the api function (POST $api_url/api/documents/async-upload)."
+  value       = google_cloudfunctions2_function.api.service_config[0].uri
+}
+
+output "event_function" {
+  description = "Name of the object-finalize event function."
+  value       = google_cloudfunctions2_function.on_upload_finalized.name
+}
+
+output "worker_service" {
+  description = "Name of the worker Cloud Run service."
+  value       = google_cloud_run_v2_service.worker.name
+}
+
+output "bucket" {
+  description = "Data bucket; STORAGE_URL is gs://<bucket>."
+  value       = google_storage_bucket.data.name
+}
+
+output "image_repository" {
+  description = "Artifact Registry path to push the worker image to."
+  value       = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
+}
+
+output "redis_host" {
+  description = "Private address of Memorystore (reachable from the VPC only)."
+  value       = "${google_redis_instance.queue.host}:${google_redis_instance.queue.port}"
+}
+
+output "secret_ids" {
+  description = "Secret Manager secrets whose values the operator adds (gcloud secrets versions add)."
+  value       = { for k, s in google_secret_manager_secret.operator : local.operator_secrets[k] => s.secret_id }
+}
+
+output "service_accounts" {
+  description = "Service account of each role."
+  value = {
+    functions = google_service_account.functions.email
+    worker    = google_service_account.worker.email
+    eventarc  = google_service_account.eventarc.email
+    build     = google_service_account.build.email
+  }
+}

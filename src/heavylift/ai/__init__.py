@@ -1,0 +1,17 @@
+"""AI providers behind one interface: OpenAI when a key is configured, else local (no network)."""
+
+from __future__ import annotations
+
+from heavylift.ai.base import AIProvider, TokenBudget
+from heavylift.ai.local import LocalProvider
+from heavylift.settings import Settings
+
+
+def make_provider(settings: Settings, budget: TokenBudget | None = None) -> AIProvider:
+    """One provider per job: its token budget (JOB_TOKEN_BUDGET by default) is the job's."""
+    if settings.openai_api_key is None:
+        return LocalProvider()
+    # Imported here so the local path never loads the openai client.
+    from heavylift.ai.openai_provider import OpenAIProvider
+
+    return OpenAIProvider(settings, budget or TokenBudget(settings.job_token_budget))

@@ -1,0 +1,217 @@
+"""Token-exact chunks with page ranges, encoding each page once.
+
+Chunks are windows over the document's token stream. A window is cut only where re-encoding its
+text gives back the same tokens, so `Chunk.tokens` is exact without encoding every chunk again:
+tiktoken's pre-tokenizer never puts " <non-space>" inside a piece, so a token starting that way
+(or a page start, see `_encode_pages`) begins a piece, and BPE never merges across pieces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_right
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import numpy.typing as npt
+import tiktoken
+from pydantic import BaseModel, ConfigDict
+
+from heavylift.documents.extract import Page
+from heavylift.documents.tokenizer import get_encoding
+
+DEFAULT_ENCODING = "cl100k_base"
+PAGE_SEPARATOR = "\n\n"
+_WHITESPACE_BYTES = frozenset(b" \t\n\r\x0b\x0c")
+_ID_DIGITS = 12
+
+BoolArray = npt.NDArray[np.bool_]
+
+
+class Chunk(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str  # "c00001-<hash>": stable for the same document id, text and settings
+    index: int
+    text: str
+    tokens: int
+    first_page: int
+    last_page: int
+    # (page number, offset in `text` where that page's text starts); first entry is offset 0.
+    page_offsets: list[tuple[int, int]]
+    start_token: int  # window [start_token, end_token) in the document's token stream
+    end_token: int
+
+    def page_at(self, offset: int) -> int:
+        """The page number of the character at `offset` in `text`."""
+        starts = [start for _, start in self.page_offsets]
+        return self.page_offsets[bisect_right(starts, offset) - 1][0]
+
+
+def chunk_pages(
+    pages: Sequence[Page],
+    *,
+    document_id: str,
+    max_tokens: int = 500,
+    overlap: int = 50,
+    encoding: str = DEFAULT_ENCODING,
+) -> list[Chunk]:
+    """Split the pages' text into chunks of at most `max_tokens`, consecutive ones sharing
+    about `overlap` tokens (at least `overlap` where the text allows a clean cut)."""
+    if not 0 <= overlap < max_tokens:
+        raise ValueError("overlap must be at least 0 and below max_tokens")
+    enc = get_encoding(encoding)
+    numbers, starts, tokens = _encode_pages(enc, pages)
+    if not len(tokens):
+        return []
+    word_start, char_start = _boundary_tables(encoding)
+    clean = np.append(word_start[tokens], True)
+    clean[starts] = True
+    splitter = _Splitter(enc, tokens, clean, np.append(char_start[tokens], True))
+    chunks: list[Chunk] = []
+    start, total = 0, len(tokens)
+    while True:
+        end, text, count = splitter.window(start, max_tokens, max(1, max_tokens // 10))
+        offsets = _page_offsets(enc, tokens, numbers, starts, start, end, len(text))
+        chunks.append(
+            _make_chunk(document_id, encoding, len(chunks), text, count, start, end, offsets)
+        )
+        if end >= total:
+            return chunks
+        next_start = splitter.overlap_start(end, overlap, max(1, overlap // 2)) if overlap else end
+        start = max(next_start, start + 1)
+
+
+def _encode_pages(
+    enc: tiktoken.Encoding, pages: Sequence[Page]
+) -> tuple[list[int], npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """Page numbers, each page's first token, and all tokens. Pages are stripped and joined by
+    a blank line: the separator ends a piece and the next page starts with a non-space, so
+    encoding page by page gives exactly the tokens of the joined text."""
+    texts = [(page.number, page.text.strip()) for page in pages]
+    texts = [(number, text) for number, text in texts if text]
+    numbers: list[int] = []
+    starts: list[int] = []
+    encoded: list[int] = []
+    for position, (number, text) in enumerate(texts):
+        numbers.append(number)
+        starts.append(len(encoded))
+        separator = PAGE_SEPARATOR if position < len(texts) - 1 else ""
+        encoded.extend(enc.encode_ordinary(text + separator))
+    return numbers, np.asarray(starts, dtype=np.intp), np.asarray(encoded, dtype=np.int64)
+
+
+@lru_cache(maxsize=4)
+def _boundary_tables(encoding: str) -> tuple[BoolArray, BoolArray]:
+    """Per token id: starts with a space then a non-space byte; starts a UTF-8 character."""
+    enc = get_encoding(encoding)
+    size = enc.max_token_value + 1
+    word_start = np.zeros(size, dtype=np.bool_)
+    char_start = np.zeros(size, dtype=np.bool_)
+    for token in range(size):
+        try:
+            data = enc.decode_single_token_bytes(token)
+        except KeyError:  # gaps in the vocabulary
+            continue
+        word_start[token] = len(data) > 1 and data[0] == 0x20 and data[1] not in _WHITESPACE_BYTES
+        char_start[token] = not 0x80 <= data[0] <= 0xBF
+    return word_start, char_start
+
+
+class _Splitter:
+    """Chooses window ends and starts at clean cuts and decodes windows.
+
+    `clean` has one entry per token plus one for the end of the stream (always clean).
+    """
+
+    def __init__(
+        self,
+        enc: tiktoken.Encoding,
+        tokens: npt.NDArray[np.int64],
+        clean: BoolArray,
+        char_start: BoolArray,
+    ) -> None:
+        self.enc, self.tokens, self.clean, self.char_start = enc, tokens, clean, char_start
+
+    def window(self, start: int, max_tokens: int, slack: int) -> tuple[int, str, int]:
+        """(end, text, exact token count) of the window that starts at `start`."""
+        limit = min(start + max_tokens, len(self.tokens))
+        end = (
+            self._last(self.clean, limit - slack, limit)
+            or self._last(self.char_start, start + 1, limit)
+            or limit
+        )
+        text = self._decode(start, end)
+        if self.clean[start] and self.clean[end]:
+            return end, text, end - start
+        # No clean cut nearby (CJK, long digit runs): count by re-encoding; shrink to fit.
+        count = len(self.enc.encode_ordinary(text))
+        while count > max_tokens and end - start > 1:
+            end = self._last(self.char_start, start + 1, end - (count - max_tokens)) or end - 1
+            text = self._decode(start, end)
+            count = len(self.enc.encode_ordinary(text))
+        return end, text, count
+
+    def overlap_start(self, end: int, overlap: int, slack: int) -> int:
+        target = end - overlap
+        return (
+            self._last(self.clean, target - slack, target)
+            or self._last(self.char_start, target - slack, target)
+            or target
+        )
+
+    def _last(self, mask: BoolArray, low: int, high: int) -> int | None:
+        """The largest index in [low, high] where mask is set; None when none is (index 0,
+        the stream start, never counts: callers want a cut after their window start)."""
+        low = max(low, 1)
+        high = min(high, len(mask) - 1)
+        hits = np.flatnonzero(mask[low : high + 1])
+        return low + int(hits[-1]) if len(hits) else None
+
+    def _decode(self, start: int, end: int) -> str:
+        return self.enc.decode(self.tokens[start:end].tolist())
+
+
+def _page_offsets(
+    enc: tiktoken.Encoding,
+    tokens: npt.NDArray[np.int64],
+    numbers: list[int],
+    starts: npt.NDArray[np.intp],
+    start: int,
+    end: int,
+    text_length: int,
+) -> list[tuple[int, int]]:
+    first = int(np.searchsorted(starts, start, side="right")) - 1
+    last = int(np.searchsorted(starts, end, side="left")) - 1
+    offsets = [(numbers[first], 0)]
+    for position in range(first + 1, last + 1):
+        # Page starts are character boundaries: the tail's decoded length locates them.
+        tail = enc.decode(tokens[starts[position] : end].tolist())
+        offsets.append((numbers[position], text_length - len(tail)))
+    return offsets
+
+
+def _make_chunk(
+    document_id: str,
+    encoding: str,
+    index: int,
+    text: str,
+    count: int,
+    start: int,
+    end: int,
+    page_offsets: list[tuple[int, int]],
+) -> Chunk:
+    digest = hashlib.sha256(f"{document_id}\0{encoding}\0{start}\0{end}\0".encode())
+    digest.update(text.encode())
+    return Chunk(
+        id=f"c{index + 1:05d}-{digest.hexdigest()[:_ID_DIGITS]}",
+        index=index,
+        text=text,
+        tokens=count,
+        first_page=page_offsets[0][0],
+        last_page=page_offsets[-1][0],
+        page_offsets=page_offsets,
+        start_token=start,
+        end_token=end,
+    )
