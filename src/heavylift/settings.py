@@ -51,6 +51,21 @@ class Settings(BaseSettings):
     cpu_workers: int = Field(1, ge=1, le=64, description="Processes for CPU-bound job code.")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
+    # --- HTTP API (functions) ---
+    max_upload_bytes: int = Field(
+        50 * 1024 * 1024, gt=0,
+        description="Largest document accepted (50 MB). GCP caps a function's request body at"
+        " 32 MB, so larger files use the signed upload URL.",
+    )
+    max_files_per_request: int = Field(10, ge=1, le=100, description="Files per multipart POST.")
+    api_keys: SecretStr | None = Field(
+        None, description="Comma-separated API keys accepted as 'Authorization: Bearer <key>'."
+    )
+    auth_disabled: bool = Field(False, description="Local only: accept requests without a key.")
+    idempotency_ttl_s: int = Field(86_400, gt=0, description="How long upload keys are remembered.")
+    upload_url_expiry_s: int = Field(3600, ge=60, le=7 * 86_400, description="Signed URL lifetime.")
+    redis_op_timeout_s: float = Field(5.0, gt=0, description="HTTP: Redis slower than this -> 503.")
+
     # --- Storage ---
     storage_url: str = Field("file://./.local/storage", description="file://, gs:// or s3://")
 
@@ -126,6 +141,12 @@ class Settings(BaseSettings):
         if self.stalled_interval_ms > self.lock_duration_ms:
             raise ValueError("STALLED_INTERVAL_MS must not exceed LOCK_DURATION_MS")
         return self
+
+    def api_key_set(self) -> frozenset[str]:
+        if self.api_keys is None:
+            return frozenset()
+        keys = self.api_keys.get_secret_value().split(",")
+        return frozenset(key.strip() for key in keys if key.strip())
 
     def redis_connection_url(self) -> str:
         """One URL for every Redis client (bullmq takes a URL and adds its own retry policy)."""

@@ -6,6 +6,7 @@ import codecs
 import re
 from enum import StrEnum
 from pathlib import Path
+from typing import BinaryIO
 
 from heavylift.documents.errors import EmptyDocumentError, UnsupportedTypeError
 
@@ -38,25 +39,30 @@ class DocumentType(StrEnum):
 def detect_type(path: Path) -> DocumentType:
     """The type of the file at `path`; raises EmptyDocumentError or UnsupportedTypeError."""
     with path.open("rb") as file:
-        head = file.read(_READ_BLOCK)
-        if not head:
-            raise EmptyDocumentError("The file is empty (0 bytes).")
-        if b"%PDF-" in head[:_PDF_HEADER_WINDOW]:
-            return DocumentType.PDF
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        block = head
-        while block:
-            if b"\x00" in block:
-                raise UnsupportedTypeError()
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError:
-                raise UnsupportedTypeError() from None
-            block = file.read(_READ_BLOCK)
+        return detect_stream(file)
+
+
+def detect_stream(file: BinaryIO) -> DocumentType:
+    """Like `detect_type`, reading a binary stream from its current position to the end."""
+    head = file.read(_READ_BLOCK)
+    if not head:
+        raise EmptyDocumentError("The file is empty (0 bytes).")
+    if b"%PDF-" in head[:_PDF_HEADER_WINDOW]:
+        return DocumentType.PDF
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    block = head
+    while block:
+        if b"\x00" in block:
+            raise UnsupportedTypeError()
         try:
-            decoder.decode(b"", final=True)
+            decoder.decode(block)
         except UnicodeDecodeError:
             raise UnsupportedTypeError() from None
+        block = file.read(_READ_BLOCK)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise UnsupportedTypeError() from None
     sample = head[:_MARKDOWN_SAMPLE].decode("utf-8", errors="ignore")
     return DocumentType.MARKDOWN if looks_like_markdown(sample) else DocumentType.TEXT
 

@@ -82,8 +82,24 @@ class Queues:
             await queue.close()
         self._queues.clear()
 
+    @property
+    def redis(self) -> Any:
+        """The shared Redis client (decoded strings) for our own small keys."""
+        return self.bull(QueueName.DOCUMENTS).client
+
     async def ping(self) -> None:
-        await self.bull(QueueName.DIAGNOSTICS).client.ping()
+        await self.redis.ping()
+
+    def _document_key(self, document_id: str) -> str:
+        return f"{self.settings.queue_prefix}:heavylift:doc:{document_id}"
+
+    async def remember_document_job(self, document_id: str, job_id: str, ttl_s: int) -> None:
+        """Which job serves a document, so its status can be found from the documentId alone."""
+        await self.redis.set(self._document_key(document_id), job_id, ex=ttl_s)
+
+    async def document_job(self, document_id: str) -> str | None:
+        job_id = await self.redis.get(self._document_key(document_id))
+        return str(job_id) if job_id is not None else None
 
     # --- producing ---------------------------------------------------------------------------
 

@@ -197,10 +197,19 @@ class ObjectStore(ABC):
     #: rewind on retry): put_stream spools other sources to a temp file for them.
     needs_seekable_source: ClassVar[bool] = True
 
-    def __init__(self, url: str, settings: Settings, prefix: str = "") -> None:
+    def __init__(
+        self, url: str, settings: Settings, prefix: str = "", bucket: str | None = None
+    ) -> None:
         self.url = url
         self.settings = settings
+        self.bucket = bucket
         self._prefix = prefix
+
+    def key_of(self, bucket: str, name: str) -> str | None:
+        """The key of a bucket object named in an event, or None when it is not in this store."""
+        if bucket != self.bucket or not name.startswith(self._prefix):
+            return None
+        return name.removeprefix(self._prefix)
 
     # ---- public API ----
 

@@ -57,7 +57,7 @@ _UNAVAILABLE = (
 
 class GcsStore(ObjectStore):
     def __init__(self, url: str, settings: Settings, bucket: str, prefix: str) -> None:
-        super().__init__(url, settings, prefix)
+        super().__init__(url, settings, prefix, bucket)
         try:
             # project=None: object operations need none, so none is inferred (or required).
             self._client = Client(project=None)

@@ -41,7 +41,7 @@ _UNAVAILABLE = {"SlowDown", "ServiceUnavailable", "RequestTimeout", "InternalErr
 
 class S3Store(ObjectStore):
     def __init__(self, url: str, settings: Settings, bucket: str, prefix: str) -> None:
-        super().__init__(url, settings, prefix)
+        super().__init__(url, settings, prefix, bucket)
         self._bucket = bucket
         endpoint = settings.s3_endpoint_url
         config = Config(

@@ -1,0 +1,66 @@
+"""Routing for the `api` function (werkzeug's URL map: the router Flask itself uses)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Request, Response
+from werkzeug.routing import Map, Rule
+
+from heavylift.api import documents
+from heavylift.api.auth import require_api_key
+from heavylift.api.errors import error_response
+from heavylift.api.services import Services, services
+
+log = logging.getLogger("heavylift.api")
+
+Handler = Callable[..., Response]
+
+# endpoint -> (handler, needs an API key)
+_ROUTES: dict[str, tuple[Handler, bool]] = {
+    "upload": (documents.upload, True),
+    "upload_status": (documents.upload_status, True),
+    "upload_url": (documents.upload_url, True),
+    "local_put": (documents.local_put, False),  # the signed URL is the credential
+    "document": (documents.document, True),
+    "reprocess": (documents.reprocess, True),
+}
+
+URLS = Map([
+    Rule("/api/documents/async-upload", methods=["POST"], endpoint="upload"),
+    Rule("/api/documents/async-upload", methods=["GET"], endpoint="upload_status"),
+    Rule("/api/documents/upload-url", methods=["POST"], endpoint="upload_url"),
+    Rule("/api/storage/upload", methods=["PUT"], endpoint="local_put"),
+    Rule("/api/documents/<doc_id>", methods=["GET"], endpoint="document"),
+    Rule("/api/documents/<doc_id>/reprocess", methods=["POST"], endpoint="reprocess"),
+])
+
+
+def _limit_body(request: Request, svc: Services) -> None:
+    """Oversize bodies get a clean 413 before they are read (Flask >= 3.1: per request).
+    Multipart framing adds a little on top of the files themselves."""
+    allowed = svc.settings.max_upload_bytes + 1024 * 1024
+    request.max_content_length = allowed
+
+
+def handle_http(request: Request) -> Response:
+    try:
+        svc = services()
+        endpoint, args = URLS.bind_to_environ(request.environ).match()
+        handler, needs_key = _ROUTES[endpoint]
+        if needs_key:
+            require_api_key(request, svc.settings)
+        _limit_body(request, svc)
+        response: Response = handler(request, svc, **args)
+    except Exception as error:
+        response = error_response(error)
+    _log_request(request, response)
+    return response
+
+
+def _log_request(request: Request, response: Response) -> None:
+    fields: dict[str, Any] = {"event": "http", "method": request.method, "path": request.path,
+                              "status": response.status_code}
+    log.info("request", extra=fields)

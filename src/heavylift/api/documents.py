@@ -1,0 +1,190 @@
+"""The seed's document routes: async-upload (multipart + status), upload-url, the local signed
+PUT, the result manifest and reprocess."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from flask import Request, Response
+from pydantic import BaseModel, Field
+
+from heavylift.api.errors import ApiError, as_api_error, json_response
+from heavylift.api.events import enqueue_finalized
+from heavylift.api.services import Services
+from heavylift.documents.intake import (
+    AcceptedUpload,
+    DocumentJobData,
+    UploadOptions,
+    document_id_of,
+    new_document_id,
+    upload_key,
+)
+from heavylift.queue import JobNotFoundError, Priority, QueueName
+from heavylift.storage import ObjectNotFoundError, SignedUpload
+from heavylift.storage.local import metadata_from_headers, verify_local_upload
+
+DOCS = QueueName.DOCUMENTS
+ALLOWED_TYPES = {"application/pdf", "text/plain", "text/markdown"}
+_FLAGS = ("useAI", "generateSummary", "generateEmbeddings")
+
+
+class UploadUrlRequest(UploadOptions):
+    filename: str = Field(min_length=1, max_length=1024)
+    size: int = Field(gt=0)
+    contentType: str
+
+
+class UploadUrlResponse(BaseModel):
+    documentId: str
+    objectName: str
+    method: Literal["PUT"] = "PUT"
+    url: str
+    headers: dict[str, str]
+    expiresAt: str
+
+
+def _flag(request: Request, name: str) -> bool:
+    value = request.form.get(name, "false").strip().lower()
+    if value not in {"true", "false"}:
+        raise ApiError(400, "invalid_field", f"{name} must be 'true' or 'false'", name)
+    return value == "true"
+
+
+def _queue_status(svc: Services) -> dict[str, int]:
+    counts = svc.queues.run(lambda q: q.counts(DOCS))
+    return counts.model_dump(include={"waiting", "active", "completed", "failed"})
+
+
+def upload(request: Request, svc: Services) -> Response:
+    """POST /api/documents/async-upload: every file checked before any is stored."""
+    files = [f for f in request.files.getlist("files") if f.filename is not None]
+    if not files:
+        raise ApiError(400, "no_files", "no files: send one or more 'files' form fields")
+    limit = svc.settings.max_files_per_request
+    if len(files) > limit:
+        raise ApiError(400, "too_many_files", f"{len(files)} files; at most {limit} per request")
+    options = UploadOptions(**{name: _flag(request, name) for name in _FLAGS})
+    for file in files:
+        try:
+            svc.intake.check(file.stream)  # type: ignore[arg-type]
+        except Exception as error:
+            raise ApiError(**_with_filename(error, file.filename or "")) from error
+    key = request.headers.get("Idempotency-Key")
+    accepted: list[AcceptedUpload] = [
+        svc.intake.accept(file.stream, file.filename or "document",  # type: ignore[arg-type]
+                          options, f"{key}#{index}" if key else None)
+        for index, file in enumerate(files)
+    ]
+    body: dict[str, Any] = {
+        "success": True,
+        "message": f"{len(accepted)} documents queued for processing",
+        "jobs": [_job_entry(item) for item in accepted],
+        "queueStatus": _queue_status(svc),
+    }
+    duplicates = sum(item.duplicate for item in accepted)
+    if duplicates:
+        body["message"] += f" ({duplicates} already queued: existing job returned)"
+    return json_response(body, 202)
+
+
+def _with_filename(error: Exception, filename: str) -> dict[str, Any]:
+    api_error = as_api_error(error)
+    return {"status": api_error.status, "code": api_error.code,
+            "message": f"{filename}: {api_error.message}", "field": "files"}
+
+
+def _job_entry(item: AcceptedUpload) -> dict[str, Any]:
+    entry: dict[str, Any] = {"jobId": item.jobId, "filename": item.filename, "size": item.size}
+    if item.duplicate:
+        entry["duplicate"] = True
+    return entry
+
+
+def upload_status(request: Request, svc: Services) -> Response:
+    """GET /api/documents/async-upload[?jobId=ID]: one job's view, or the queue counts."""
+    job_id = request.args.get("jobId")
+    if job_id is None:
+        return json_response(svc.queues.run(lambda q: q.counts(DOCS)).model_dump())
+    return json_response(svc.queues.run(lambda q: q.view(DOCS, job_id)).model_dump())
+
+
+def upload_url(request: Request, svc: Services) -> Response:
+    """POST /api/documents/upload-url: a signed URL straight to the bucket (no 32 MB cap)."""
+    payload = UploadUrlRequest.model_validate(_json_body(request))
+    if payload.size > svc.settings.max_upload_bytes:
+        raise ApiError(413, "too_large", f"size {payload.size} is over the limit of "
+                       f"{svc.settings.max_upload_bytes} bytes", "size")
+    if payload.contentType not in ALLOWED_TYPES:
+        raise ApiError(415, "unsupported_type", f"contentType must be one of "
+                       f"{sorted(ALLOWED_TYPES)}", "contentType")
+    document_id = new_document_id()
+    key = upload_key(document_id, payload.filename)
+    signed: SignedUpload = svc.store.signed_upload(
+        key, payload.contentType, payload.size, payload.metadata(),
+        svc.settings.upload_url_expiry_s,
+    )
+    body = UploadUrlResponse(documentId=document_id, objectName=key, url=signed.url,
+                             headers=signed.headers, expiresAt=signed.expiresAt)
+    return json_response(body.model_dump())
+
+
+def local_put(request: Request, svc: Services) -> Response:
+    """PUT /api/storage/upload: the file:// stand-in for a bucket's signed URL; on success it
+    enqueues like the bucket's finalize event would."""
+    key = request.args.get("key", "")
+    size = request.content_length
+    if size is None:
+        raise ApiError(411, "length_required", "Content-Length is required")
+    if size > svc.settings.max_upload_bytes:
+        raise ApiError(413, "too_large", f"{size} bytes is over the limit")
+    content_type = request.headers.get("Content-Type", "")
+    metadata = metadata_from_headers(dict(request.headers))
+    verify_local_upload(svc.settings, key, request.args.get("expires", ""),
+                        request.args.get("sig", ""), content_type, size, metadata)
+    info = svc.store.put_stream(key, request.stream, content_type, metadata)
+    if info.size != size:
+        svc.store.delete(key)
+        raise ApiError(400, "incomplete_body", f"received {info.size} of {size} bytes")
+    job_id = enqueue_finalized(svc, info.key, info.etag_or_generation, info.size, metadata)
+    return json_response({"success": True, "objectName": info.key, "jobId": job_id}, 200)
+
+
+def document(request: Request, svc: Services, doc_id: str) -> Response:
+    """GET /api/documents/<documentId>: the result manifest; 202 with the job while it runs."""
+    try:
+        with svc.store.open_read(f"documents/{doc_id}/manifest.json") as stream:
+            return json_response(json.loads(stream.read()))
+    except ObjectNotFoundError:
+        pass
+    job_id = svc.queues.run(lambda q: q.document_job(doc_id))
+    if job_id is None:
+        raise ApiError(404, "not_found", f"no document {doc_id}")
+    try:
+        view = svc.queues.run(lambda q: q.view(DOCS, job_id))
+    except JobNotFoundError:
+        raise ApiError(404, "not_found", f"no result for document {doc_id} yet") from None
+    return json_response({"documentId": doc_id, "jobId": job_id, "job": view.model_dump()}, 202)
+
+
+def reprocess(request: Request, svc: Services, doc_id: str) -> Response:
+    """POST /api/documents/<documentId>/reprocess: a priority-3 job on the stored upload."""
+    uploads = [info for info in svc.store.list(f"uploads/{doc_id}/")
+               if document_id_of(info.key) == doc_id]
+    if not uploads:
+        raise ApiError(404, "not_found", f"no stored upload for document {doc_id}")
+    stored = svc.store.info(uploads[0].key)
+    data = DocumentJobData(
+        documentId=doc_id, objectKey=stored.key, filename=stored.key.rsplit("/", 1)[-1],
+        size=stored.size, options=UploadOptions.from_metadata(stored.metadata),
+        sha256=stored.metadata.get("sha256"), reprocess=True,
+    )
+    job_id = svc.intake.enqueue(data, Priority.REPROCESSING)
+    return json_response({"success": True, "documentId": doc_id, "jobId": job_id}, 202)
+
+
+def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(request.get_data(cache=False) or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ApiError(400, "malformed_json", f"malformed JSON body: {error}") from None

@@ -1,0 +1,75 @@
+"""Every failure becomes a JSON error with the right status; nothing leaks a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Response
+from pydantic import ValidationError
+from pydantic_core import to_json
+from werkzeug.exceptions import HTTPException
+
+from heavylift.documents.errors import DocumentError, EmptyDocumentError, UnsupportedTypeError
+from heavylift.documents.intake import TooLargeError, UploadInProgressError
+from heavylift.queue import JobNotFoundError, JobStateError, QueueUnavailableError
+from heavylift.storage import (
+    InvalidKeyError,
+    ObjectNotFoundError,
+    StorageUnavailableError,
+    UploadSignatureError,
+)
+
+log = logging.getLogger("heavylift.api")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+# Most specific first: DocumentError subclasses before DocumentError.
+_STATUS: list[tuple[type[Exception], int, str]] = [
+    (JobNotFoundError, 404, "not_found"),
+    (ObjectNotFoundError, 404, "not_found"),
+    (JobStateError, 409, "conflict"),
+    (UploadInProgressError, 409, "in_progress"),
+    (QueueUnavailableError, 503, "queue_unavailable"),
+    (StorageUnavailableError, 503, "storage_unavailable"),
+    (TooLargeError, 413, "too_large"),
+    (EmptyDocumentError, 400, "empty_file"),
+    (UnsupportedTypeError, 415, "unsupported_type"),
+    (DocumentError, 422, "bad_document"),
+    (UploadSignatureError, 401, "bad_signature"),
+    (InvalidKeyError, 400, "bad_key"),
+]
+
+
+def as_api_error(error: Exception) -> ApiError:
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, HTTPException):
+        code = (error.name or "error").lower().replace(" ", "_")
+        return ApiError(error.code or 500, code, error.description or error.name)
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        return ApiError(422, "invalid_field", f"{field}: {first['msg']}", field)
+    for kind, status, code in _STATUS:
+        if isinstance(error, kind):
+            return ApiError(status, code, str(error) or code.replace("_", " "))
+    log.exception("unhandled error", extra={"event": "http_error"})
+    return ApiError(500, "internal", "internal error")
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(to_json(body), status=status, mimetype="application/json", headers=headers)
+
+
+def error_response(error: Exception) -> Response:
+    api_error = as_api_error(error)
+    body: dict[str, Any] = {"success": False, "error": api_error.message, "code": api_error.code}
+    if api_error.field:
+        body["field"] = api_error.field
+    return json_response(body, api_error.status)
