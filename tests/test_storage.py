@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
 import pytest
 import requests
 
@@ -28,15 +27,8 @@ from heavylift.storage import (
     verify_local_upload,
 )
 from tests.servers import free_port
-from tests.storage_servers import (  # noqa: F401 - session fixtures
-    FakeGcsServer,
-    MotoServer,
-    fake_gcs_server,
-    gcs_service_account,
-    moto_server,
-)
+from tests.storage_servers import BUCKET
 
-BUCKET = "heavylift-test"
 MB = 1024 * 1024
 META = {"document-id": "doc-1", "useai": "true"}
 
@@ -45,22 +37,6 @@ def make_settings(**overrides: object) -> Settings:
     values: dict[str, object] = {"upload_signing_secret": "test-secret", "storage_timeout_s": 2}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="session")
-def gcs_bucket(fake_gcs_server: FakeGcsServer) -> str:  # noqa: F811
-    response = requests.post(f"{fake_gcs_server.url}/storage/v1/b", json={"name": BUCKET})
-    response.raise_for_status()
-    return fake_gcs_server.url
-
-
-@pytest.fixture(scope="session")
-def s3_bucket(moto_server: MotoServer) -> str:  # noqa: F811
-    boto3.client(
-        "s3", endpoint_url=moto_server.url, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    ).create_bucket(Bucket=BUCKET)
-    return moto_server.url
 
 
 def gs_store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ObjectStore:

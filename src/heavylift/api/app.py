@@ -56,6 +56,9 @@ def handle_http(request: Request) -> Response:
         response: Response = handler(request, svc, **args)
     except Exception as error:
         response = error_response(error)
+        if response.status_code == 413:
+            # A streamed answer tells functions-framework not to drain the oversize body first.
+            response.response = iter([response.get_data()])
     _log_request(request, response)
     return response
 

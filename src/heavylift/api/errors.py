@@ -8,7 +8,7 @@ from typing import Any
 from flask import Response
 from pydantic import ValidationError
 from pydantic_core import to_json
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from heavylift.documents.errors import DocumentError, EmptyDocumentError, UnsupportedTypeError
 from heavylift.documents.intake import TooLargeError, UploadInProgressError
@@ -49,6 +49,9 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
 def as_api_error(error: Exception) -> ApiError:
     if isinstance(error, ApiError):
         return error
+    if isinstance(error, RequestEntityTooLarge):
+        return ApiError(413, "too_large", "request body is over the upload limit "
+                        "(MAX_UPLOAD_BYTES); large files go through /api/documents/upload-url")
     if isinstance(error, HTTPException):
         code = (error.name or "error").lower().replace(" ", "_")
         return ApiError(error.code or 500, code, error.description or error.name)

@@ -1,0 +1,113 @@
+"""Run the functions (`api` and `on_upload_finalized`) under the real functions-framework server,
+on a free port, against a chosen storage backend."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.servers import child_env, free_port, port_open, wait_for
+from tests.storage_servers import BUCKET
+
+API_KEY = "test-key-123"
+SOURCE = str(Path(__file__).resolve().parent.parent / "functions" / "main.py")
+
+
+def backend_env(backend: str, request: pytest.FixtureRequest, root: Path) -> dict[str, str]:
+    """STORAGE_URL and the emulator variables for `file`, `gs` (fake-gcs) or `s3` (moto)."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    if backend == "gs":
+        return {
+            "STORAGE_URL": f"gs://{BUCKET}/{prefix}",
+            "STORAGE_EMULATOR_HOST": request.getfixturevalue("gcs_bucket"),
+            "GCS_SIGNING_CREDENTIALS_FILE": str(request.getfixturevalue("gcs_service_account")),
+        }
+    if backend == "s3":
+        return {
+            "STORAGE_URL": f"s3://{BUCKET}/{prefix}",
+            "S3_ENDPOINT_URL": request.getfixturevalue("s3_bucket"),
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    return {"STORAGE_URL": f"file://{root / 'objects'}"}
+
+
+@dataclass
+class FunctionServer:
+    target: str
+    env: dict[str, str]
+    log: Path
+    signature: str = "http"
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FunctionServer:
+        binary = shutil.which("functions-framework", path=str(Path(sys.executable).parent))
+        assert binary is not None, "functions-framework is not installed: pip install -e .[dev]"
+        env = {"PUBLIC_BASE_URL": self.url, **self.env}
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [binary, "--source", SOURCE, "--target", self.target, "--host", "127.0.0.1",
+                 "--port", str(self.port), "--signature-type", self.signature],
+                env=child_env(**env), stdout=out, stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for(lambda: port_open(self.port), 20)
+        except TimeoutError:
+            raise AssertionError(f"{self.target} did not start:\n{self.log.read_text()}") from None
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+@dataclass
+class Api:
+    """The api function plus the event function, sharing one environment."""
+
+    http: FunctionServer
+    events: FunctionServer
+    env: dict[str, str]
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def __post_init__(self) -> None:
+        self.session.headers["Authorization"] = f"Bearer {API_KEY}"
+
+    def url(self, path: str) -> str:
+        return self.http.url + path
+
+    def post_event(self, bucket: str, name: str, generation: str, size: int,
+                   metadata: dict[str, str]) -> requests.Response:
+        """Deliver an object-finalize CloudEvent the way Eventarc does (binary mode)."""
+        headers = {
+            "ce-id": uuid.uuid4().hex, "ce-specversion": "1.0",
+            "ce-type": "google.cloud.storage.object.v1.finalized",
+            "ce-source": f"//storage.googleapis.com/projects/_/buckets/{bucket}",
+            "ce-subject": f"objects/{name}", "Content-Type": "application/json",
+        }
+        body = {"bucket": bucket, "name": name, "generation": generation, "size": str(size),
+                "metadata": metadata}
+        return requests.post(self.events.url, json=body, headers=headers, timeout=30)
+
+
+def start_api(env: dict[str, str], workdir: Path) -> Api:
+    full = {"API_KEYS": f"other-key,{API_KEY}", "UPLOAD_SIGNING_SECRET": "signing-secret",
+            "LOG_LEVEL": "INFO", **env}
+    http = FunctionServer("api", full, workdir / "api.log").start()
+    events = FunctionServer("on_upload_finalized", full, workdir / "events.log",
+                            signature="cloudevent").start()
+    return Api(http, events, full)
