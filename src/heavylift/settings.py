@@ -26,30 +26,42 @@ class Settings(BaseSettings):
 
     # --- Redis (Bull's variable names) ---
     redis_url: str | None = Field(None, description="Full Redis URL; wins over REDIS_HOST etc.")
-    redis_host: str = "127.0.0.1"
-    redis_port: int = Field(6379, ge=1, le=65535)
-    redis_password: SecretStr | None = None
-    redis_db: int = Field(0, ge=0, le=15)
+    redis_host: str = Field("127.0.0.1", description="Redis host when REDIS_URL is unset.")
+    redis_port: int = Field(6379, ge=1, le=65535, description="Redis port.")
+    redis_password: SecretStr | None = Field(None, description="Redis AUTH string (secret).")
+    redis_db: int = Field(0, ge=0, le=15, description="Redis database number.")
     redis_tls: bool = Field(False, description="Use TLS (Memorystore transit encryption).")
     redis_ca_file: Path | None = Field(None, description="CA bundle that signs the server cert.")
 
     # --- Queues ---
-    queue_prefix: str = Field("bull", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    job_concurrency: int = Field(2, ge=1, le=256)
-    job_attempts: int = Field(3, ge=1, le=25)
-    backoff_base_ms: PositiveMs = 1000
+    queue_prefix: str = Field(
+        "bull", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="BullMQ key prefix (Bull's default)."
+    )
+    job_concurrency: int = Field(2, ge=1, le=256, description="Jobs one worker runs at once.")
+    job_attempts: int = Field(3, ge=1, le=25, description="Tries per job before it fails.")
+    backoff_base_ms: PositiveMs = Field(
+        1000, description="Exponential backoff base: retry n waits base * 2^(n-1)."
+    )
     keep_completed: int = Field(1000, ge=0, description="removeOnComplete count bound.")
     keep_failed: int = Field(5000, ge=0, description="removeOnFail count bound.")
-    lock_duration_ms: PositiveMs = 20_000
-    stalled_interval_ms: PositiveMs = 10_000
-    drain_delay_s: int = Field(5, ge=1, le=60)
+    lock_duration_ms: PositiveMs = Field(
+        20_000, description="Job lock; a killed worker's job returns within lock + stall check."
+    )
+    stalled_interval_ms: PositiveMs = Field(
+        10_000, description="How often workers look for jobs whose lock expired."
+    )
+    drain_delay_s: int = Field(
+        5, ge=1, le=60, description="Longest idle block on Redis (keep <= rate-limit window)."
+    )
 
     # --- Worker runtime ---
     port: int = Field(8080, ge=1, le=65535, description="Worker /healthz and /metrics port.")
     shutdown_grace_s: float = Field(8.0, ge=0, description="Time active jobs get on SIGTERM.")
     redis_max_outage_s: float = Field(120.0, gt=0, description="Exit non-zero after this outage.")
     cpu_workers: int = Field(1, ge=1, le=64, description="Processes for CPU-bound job code.")
-    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_level: str = Field(
+        "INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="JSON log level."
+    )
 
     # --- HTTP API (functions) ---
     max_upload_bytes: int = Field(
@@ -92,6 +104,9 @@ class Settings(BaseSettings):
     pdf_engine: Literal["pypdfium2", "pypdf"] = Field(
         "pypdfium2", description="PDF text engine: pypdfium2 (fast) or pypdf (pure Python)."
     )
+    pdf_reopen_pages: int = Field(
+        500, ge=1, description="pypdfium2 reopens a PDF after this many pages (bounds memory)."
+    )
     chunk_tokens: int = Field(500, ge=16, le=8192, description="Tokens per chunk (at most).")
     chunk_overlap: int = Field(50, ge=0, description="Tokens shared by consecutive chunks.")
     tokenizer_encoding: Literal["cl100k_base", "o200k_base"] = Field(
@@ -121,6 +136,45 @@ class Settings(BaseSettings):
         if self.chunk_overlap >= self.chunk_tokens:
             raise ValueError("CHUNK_OVERLAP must be below CHUNK_TOKENS")
         return self
+
+    # --- Datasets (BigQuery) ---
+    bq_project: str = Field(
+        "heavylift-local", pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$",
+        description="Project that runs the sync queries (and holds the datasets).",
+    )
+    bq_dataset: str = Field(
+        "heavylift", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="Dataset the seed loads and the demo syncs.",
+    )
+    bq_scratch_dataset: str = Field(
+        "heavylift_scratch", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="Dataset for each sync's materialised query result (dropped when done).",
+    )
+    bq_emulator_host: str | None = Field(
+        None, pattern=r"^(https?://)?[A-Za-z0-9.-]+:\d{1,5}$",
+        description="host:port of a BigQuery emulator's REST API (anonymous credentials).",
+    )
+    bq_storage_emulator_host: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9.-]+:\d{1,5}$",
+        description="host:port of the emulator's Storage Read API (gRPC); unset: REST reads.",
+    )
+    bq_read_api: Literal["auto", "storage", "rest"] = Field(
+        "auto", description="auto: Storage Read API unless an emulator lacks it, else REST.",
+    )
+    bq_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Retry budget of one BigQuery call (5xx, 429).",
+    )
+    sync_threshold: int = Field(
+        10_000, ge=0, description="Syncs of fewer rows run inline in the HTTP request.",
+    )
+    chunk_size: int = Field(50_000, ge=1000, le=200_000, description="Rows per part file.")
+    chunk_delay_ms: int = Field(0, ge=0, le=60_000, description="Pause between chunks.")
+    sync_max_range_days: int = Field(
+        731, ge=1, le=36_600, description="Longest startDate..endDate range a sync accepts.",
+    )
+    sync_format: Literal["parquet", "ndjson"] = Field(
+        "parquet", description="Part file format when the request names none.",
+    )
 
     @field_validator("redis_url")
     @classmethod

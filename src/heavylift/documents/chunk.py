@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,7 @@ import tiktoken
 from pydantic import BaseModel, ConfigDict
 
 from heavylift.documents.extract import Page
+from heavylift.documents.jsonl import read_jsonl, write_jsonl
 from heavylift.documents.tokenizer import get_encoding
 
 DEFAULT_ENCODING = "cl100k_base"
@@ -215,3 +217,31 @@ def _make_chunk(
         start_token=start,
         end_token=end,
     )
+
+
+class ChunkSummary(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    chunks: int
+    tokens: int  # sum over chunks (overlaps counted twice)
+
+
+def chunk_jsonl(
+    pages_file: Path,
+    out: Path,
+    *,
+    document_id: str,
+    max_tokens: int,
+    overlap: int,
+    encoding: str,
+    report: Callable[[float], None] | None = None,
+) -> ChunkSummary:
+    """Process-pool entry point: the pages of `pages_file` chunked into `out` (JSON Lines)."""
+    pages = read_jsonl(pages_file, Page)
+    chunks = chunk_pages(
+        pages, document_id=document_id, max_tokens=max_tokens, overlap=overlap, encoding=encoding
+    )
+    write_jsonl(out, chunks)
+    if report is not None:
+        report(1.0)
+    return ChunkSummary(chunks=len(chunks), tokens=sum(chunk.tokens for chunk in chunks))

@@ -26,3 +26,7 @@ class EmptyDocumentError(DocumentError):
 
 class UnsupportedTypeError(DocumentError):
     default_message = "Unsupported file type: upload a PDF, plain text or markdown file."
+
+
+class ExtractionTimeoutError(DocumentError):
+    default_message = "Reading the document's text took longer than the time limit."

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict
 
 from heavylift.documents.detect import DocumentType, detect_type
 from heavylift.documents.errors import EmptyDocumentError
-from heavylift.documents.pages import PageSource, RawPage
-from heavylift.documents.pdf_pdfium import open_pdfium
+from heavylift.documents.jsonl import write_jsonl
+from heavylift.documents.pages import WHOLE, PageSource, RawPage, Shard
+from heavylift.documents.pdf_pdfium import REOPEN_EVERY, open_pdfium
 from heavylift.documents.pdf_pypdf import open_pypdf
 from heavylift.documents.text import normalize_text
 
@@ -19,10 +20,6 @@ PdfEngine = Literal["pypdfium2", "pypdf"]
 Engine = Literal["pypdfium2", "pypdf", "text"]
 ProgressReport = Callable[[float], None]
 
-_PDF_ENGINES: dict[PdfEngine, Callable[[Path], PageSource]] = {
-    "pypdfium2": open_pdfium,
-    "pypdf": open_pypdf,
-}
 # Progress crosses a pipe to the event loop: send whole percents, not one message per page.
 _REPORT_STEPS = 100
 
@@ -40,8 +37,8 @@ class ExtractResult(BaseModel):
 
     document_type: DocumentType
     engine: Engine
-    page_count: int
-    pages: list[Page]
+    page_count: int  # of the whole document
+    pages: list[Page]  # those of the requested shard
     needs_ocr: list[int]  # 1-based numbers of pages with images but no text layer
 
 
@@ -49,11 +46,16 @@ def extract_pages(
     path: Path,
     engine: PdfEngine = "pypdfium2",
     *,
+    shard: Shard = WHOLE,
+    reopen_every: int = REOPEN_EVERY,
     report: ProgressReport | None = None,
 ) -> ExtractResult:
-    """Pages of the document at `path`; raises a DocumentError subclass for unusable files."""
+    """Pages of the document at `path` (of one shard of a PDF's pages, to extract in parallel);
+    raises a DocumentError subclass for unusable files."""
     document_type = detect_type(path)
     if document_type is not DocumentType.PDF:
+        if shard != WHOLE:
+            raise ValueError("only PDF pages can be extracted in shards")
         pages = _text_pages(path)
         if report is not None:
             report(1.0)
@@ -64,7 +66,9 @@ def extract_pages(
             pages=pages,
             needs_ocr=[],
         )
-    source = _PDF_ENGINES[engine](path)
+    source = (
+        open_pdfium(path, reopen_every, shard) if engine == "pypdfium2" else open_pypdf(path, shard)
+    )
     pages, needs_ocr = [], []
     for raw in _reporting(source, report):
         text = normalize_text(raw.text)
@@ -84,7 +88,7 @@ def _reporting(source: PageSource, report: ProgressReport | None) -> Iterator[Ra
     last_step = 0
     for done, raw in enumerate(source.pages, start=1):
         yield raw
-        step = done * _REPORT_STEPS // source.page_count
+        step = done * _REPORT_STEPS // len(source.selected)
         if report is not None and step > last_step:
             last_step = step
             report(step / _REPORT_STEPS)
@@ -100,3 +104,40 @@ def _text_pages(path: Path) -> list[Page]:
         Page(number=number, text=text, chars=len(text))
         for number, text in enumerate(texts, start=1)
     ]
+
+
+class ExtractSummary(BaseModel):
+    """What the pipeline keeps of one extraction shard (the pages themselves go to a file)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    document_type: DocumentType
+    engine: Engine
+    page_count: int  # of the whole document
+    pages: int  # extracted (this shard's, or all once merged)
+    text_pages: int  # pages with more than whitespace
+    chars: int
+    needs_ocr: list[int]
+
+
+def extract_to_jsonl(
+    path: Path,
+    out: Path,
+    *,
+    engine: PdfEngine,
+    shard: Shard = WHOLE,
+    reopen_every: int = REOPEN_EVERY,
+    report: ProgressReport | None = None,
+) -> ExtractSummary:
+    """Process-pool entry point: one shard's pages written to `out` as JSON Lines."""
+    result = extract_pages(path, engine, shard=shard, reopen_every=reopen_every, report=report)
+    write_jsonl(out, result.pages)
+    return ExtractSummary(
+        document_type=result.document_type,
+        engine=result.engine,
+        page_count=result.page_count,
+        pages=len(result.pages),
+        text_pages=sum(1 for page in result.pages if page.text.strip()),
+        chars=sum(page.chars for page in result.pages),
+        needs_ocr=result.needs_ocr,
+    )

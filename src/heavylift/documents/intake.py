@@ -192,4 +192,8 @@ class Intake:
             await q.remember_document_job(data.documentId, added, ttl)
             return added
 
-        return self.queues.run(add)
+        queued = self.queues.run(add)
+        log.info("job queued", extra={
+            "event": "queued", "queue": str(QueueName.DOCUMENTS), "jobId": queued,
+            "documentId": data.documentId, "priority": int(chosen)})
+        return queued

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple
 
+# (index, of): the index-th of `of` equal runs of consecutive pages; (0, 1) is every page.
+Shard = tuple[int, int]
+WHOLE: Shard = (0, 1)
+
 
 class RawPage(NamedTuple):
     number: int  # 1-based
@@ -15,5 +19,14 @@ class RawPage(NamedTuple):
 class PageSource(NamedTuple):
     """An opened document: the page count up front (for progress), pages as they are read."""
 
-    page_count: int
-    pages: Iterator[RawPage]
+    page_count: int  # of the whole document
+    pages: Iterator[RawPage]  # those of `selected` only
+    selected: range  # 0-based page indexes this source reads
+
+
+def shard_pages(page_count: int, shard: Shard) -> range:
+    """The 0-based page indexes of `shard`; shards of one document cover it without overlap."""
+    index, of = shard
+    if not 0 <= index < of:
+        raise ValueError(f"shard {index} of {of} does not exist")
+    return range(page_count * index // of, page_count * (index + 1) // of)

@@ -14,10 +14,10 @@ from heavylift.documents.errors import (
     EmptyDocumentError,
     PasswordProtectedError,
 )
-from heavylift.documents.pages import PageSource, RawPage
+from heavylift.documents.pages import WHOLE, PageSource, RawPage, Shard, shard_pages
 
 
-def open_pypdf(path: Path) -> PageSource:
+def open_pypdf(path: Path, shard: Shard = WHOLE) -> PageSource:
     try:
         reader = PdfReader(path)
         if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
@@ -29,11 +29,12 @@ def open_pypdf(path: Path) -> PageSource:
         raise _map_error(error) from error
     if count == 0:
         raise EmptyDocumentError("The PDF has no pages.")
-    return PageSource(count, _read(reader, count))
+    selected = shard_pages(count, shard)
+    return PageSource(count, _read(reader, selected), selected)
 
 
-def _read(reader: PdfReader, count: int) -> Iterator[RawPage]:
-    for index in range(count):
+def _read(reader: PdfReader, selected: range) -> Iterator[RawPage]:
+    for index in selected:
         try:
             page = reader.pages[index]
             text = page.extract_text()

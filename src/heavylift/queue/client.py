@@ -114,7 +114,9 @@ class Queues:
         """Enqueue one job; with `job_id`, adding the same id twice keeps the first job."""
         opts = job_options(self.settings, priority, job_id)
         job = await self.bull(name).add(job_name, data, opts)
-        log.info(
+        # DEBUG here: a log line costs a third of an enqueue (bench/queue.py). Producers log
+        # "queued" once per request at INFO (documents.intake).
+        log.debug(
             "job queued",
             extra={"event": "queued", "queue": str(name), "jobId": str(job.id),
                    "jobName": job_name, "priority": int(priority)},

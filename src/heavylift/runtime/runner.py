@@ -117,10 +117,9 @@ class WorkerRuntime:
             fields = {"queue": str(queue), "jobId": ctx.id, "jobName": ctx.name,
                       "attempt": ctx.attempt}
             log.info("job started", extra={"event": "started", **fields})
-            work = asyncio.ensure_future(processor(ctx))
-            ctx.task = work
+            ctx.task = asyncio.current_task()  # cancelled by a shutdown hand-back
             try:
-                result = await work
+                result = await processor(ctx)
                 await ctx.flush_progress()
             except asyncio.CancelledError:
                 if ctx.handed_back:

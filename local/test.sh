@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# README command 2: install what is missing, then lint, type-check and run every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source local/bootstrap.sh dev
+ruff check src functions worker_service tests bench local infra
+mypy
+pytest -q "$@"

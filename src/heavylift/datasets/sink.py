@@ -1,0 +1,168 @@
+"""The storage side of a sync: one part file per chunk under `datasets/<syncId>/`, and the manifest.
+
+Each part is encoded into a local temp file, hashed, then stored with one `put_file` (atomic in
+every backend: a reader sees a whole part or none). The manifest is saved as `checkpoint.json`
+after every part while the sync runs; that is what a resumed attempt reads. When the last part is
+in, it is saved as `manifest.json` (status COMPLETED) and the checkpoint is removed. Memory is one
+chunk: parts are encoded from the chunk's Arrow table straight to disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import tempfile
+import time
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import AliasChoices, BaseModel, Field
+
+from heavylift.datasets.request import SinkFormat
+from heavylift.storage import ObjectNotFoundError, ObjectStore
+
+ROOT = "datasets"
+CHECKPOINT = "checkpoint.json"
+MANIFEST = "manifest.json"
+_EXTENSIONS: dict[SinkFormat, str] = {"parquet": "parquet", "ndjson": "ndjson"}
+_CONTENT_TYPES: dict[SinkFormat, str] = {
+    "parquet": "application/vnd.apache.parquet",
+    "ndjson": "application/x-ndjson",
+}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class FieldInfo(BaseModel):
+    name: str
+    type: str
+    mode: str
+
+
+class PartInfo(BaseModel):
+    index: int
+    key: str
+    rows: int
+    bytes: int
+    sha256: str
+    writtenAt: int  # epoch ms
+
+
+class RunInfo(BaseModel):
+    """One attempt at the sync; a resumed attempt starts at the first unwritten chunk."""
+
+    attempt: int
+    firstChunk: int
+    startedAt: int
+
+
+class Timings(BaseModel):
+    startedAt: int
+    finishedAt: int | None = None
+    materializeMs: int = 0
+    readMs: int = 0
+    writeMs: int = 0
+
+
+class Manifest(BaseModel):
+    """The sync's record: the checkpoint while it runs, `manifest.json` once COMPLETED."""
+
+    syncId: str
+    status: Literal["IN_PROGRESS", "COMPLETED"] = "IN_PROGRESS"
+    request: dict[str, Any]
+    resultTable: str
+    format: SinkFormat
+    chunkSize: int
+    totalRows: int
+    rowsWritten: int = 0
+    schema_: list[FieldInfo] = Field(
+        validation_alias=AliasChoices("schema", "schema_"), serialization_alias="schema"
+    )
+    parts: list[PartInfo] = []
+    runs: list[RunInfo] = []
+    timings: Timings
+
+    @property
+    def chunk_count(self) -> int:
+        return -(-self.totalRows // self.chunkSize)
+
+
+class PartSink:
+    """Part files and the manifest of one sync in an object store (blocking calls)."""
+
+    def __init__(self, store: ObjectStore, sync_id: str, fmt: SinkFormat) -> None:
+        self.store = store
+        self.prefix = f"{ROOT}/{sync_id}"
+        self.format = fmt
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}"
+
+    def part_key(self, index: int) -> str:
+        return self.key(f"part-{index:05d}.{_EXTENSIONS[self.format]}")
+
+    def write_part(self, index: int, table: pa.Table) -> PartInfo:
+        fd, temp = tempfile.mkstemp(prefix="heavylift-part-")
+        os.close(fd)
+        try:
+            _ENCODERS[self.format](table, temp)
+            with open(temp, "rb") as encoded:
+                digest = hashlib.file_digest(encoded, "sha256").hexdigest()
+            info = self.store.put_file(
+                self.part_key(index), temp, content_type=_CONTENT_TYPES[self.format]
+            )
+        finally:
+            os.unlink(temp)
+        return PartInfo(index=index, key=info.key, rows=table.num_rows, bytes=info.size,
+                        sha256=digest, writtenAt=now_ms())
+
+    def load(self, name: str) -> Manifest | None:
+        try:
+            with self.store.open_read(self.key(name)) as stream:
+                return Manifest.model_validate_json(stream.read())
+        except ObjectNotFoundError:
+            return None
+
+    def save(self, name: str, manifest: Manifest) -> str:
+        data = manifest.model_dump_json(by_alias=True, indent=1).encode()
+        return self.store.put_bytes(self.key(name), data).key
+
+    def delete(self, name: str) -> None:
+        self.store.delete(self.key(name))
+
+    def clear(self) -> None:
+        """Remove everything an earlier attempt left (its rows may be numbered differently)."""
+        for info in list(self.store.list(self.prefix + "/")):
+            self.store.delete(info.key)
+
+
+def _write_parquet(table: pa.Table, path: str) -> None:
+    pq.write_table(table, path, compression="snappy")
+
+
+def _write_ndjson(table: pa.Table, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        for batch in table.to_batches(max_chunksize=5_000):
+            for row in batch.to_pylist():
+                out.write(json.dumps(row, default=_json_value, separators=(",", ":")))
+                out.write("\n")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+_ENCODERS = {"parquet": _write_parquet, "ndjson": _write_ndjson}

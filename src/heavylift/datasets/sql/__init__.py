@@ -1,0 +1,88 @@
+"""The sync queries: one `.sql` file per job type, with named parameters for every value.
+
+Only identifiers reach the SQL text, and only after validation against BigQuery's identifier
+rules and backtick quoting (`TableRef.quoted`); user values are always query parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from string import Template
+
+from google.cloud import bigquery
+
+from heavylift.datasets.request import JobType, SyncSpec
+
+ROW_INDEX = "_hl_row"
+
+_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_DATASET_OR_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+@dataclass(frozen=True)
+class TableRef:
+    project: str
+    dataset: str
+    table: str
+
+    def __post_init__(self) -> None:
+        if not _PROJECT.match(self.project):
+            raise ValueError(f"invalid BigQuery project id {self.project!r}")
+        for part in (self.dataset, self.table):
+            if not _DATASET_OR_TABLE.match(part):
+                raise ValueError(f"invalid BigQuery dataset or table id {part!r}")
+
+    @property
+    def table_id(self) -> str:
+        """`project.dataset.table`, as the client library takes it."""
+        return f"{self.project}.{self.dataset}.{self.table}"
+
+    @property
+    def quoted(self) -> str:
+        return f"`{self.table_id}`"
+
+    @property
+    def storage_path(self) -> str:
+        """The resource name the Storage Read API takes."""
+        return f"projects/{self.project}/datasets/{self.dataset}/tables/{self.table}"
+
+
+def source_table(project: str, spec: SyncSpec) -> TableRef:
+    """Each job type reads the table of the same name in the requested dataset."""
+    return TableRef(project, spec.datasetId, spec.jobType)
+
+
+@cache
+def _template(job_type: JobType) -> Template:
+    text = resources.files(__package__).joinpath(f"{job_type}.sql").read_text("utf-8")
+    return Template(text)
+
+
+def select_sql(spec: SyncSpec, table: TableRef) -> str:
+    return _template(spec.jobType).substitute(table=table.quoted)
+
+
+def count_sql(spec: SyncSpec, table: TableRef) -> str:
+    return f"SELECT COUNT(*) AS n FROM (\n{select_sql(spec, table)}\n)"  # noqa: S608
+
+
+def materialize_sql(spec: SyncSpec, table: TableRef, target: TableRef) -> str:
+    """Write the result with a 0-based row index: chunk k is `ROW_INDEX` in [k*size, (k+1)*size),
+    so a resumed job reads exactly the rows it has not written, whatever order a stream has."""
+    return (
+        f"CREATE TABLE {target.quoted} AS\n"
+        f"SELECT ROW_NUMBER() OVER () - 1 AS {ROW_INDEX}, q.* FROM (\n"
+        f"{select_sql(spec, table)}\n) AS q"
+    )
+
+
+def query_parameters(spec: SyncSpec) -> list[bigquery.ScalarQueryParameter]:
+    return [
+        bigquery.ScalarQueryParameter("environment", "STRING", spec.environment),
+        bigquery.ScalarQueryParameter("volume_type", "STRING", spec.volumeType),
+        bigquery.ScalarQueryParameter("start_date", "DATE", spec.startDate),
+        bigquery.ScalarQueryParameter("end_date", "DATE", spec.endDate),
+    ]

@@ -1,0 +1,19 @@
+-- Forecast rows of one environment and volume type between two dates (inclusive).
+-- ${table} is substituted with a validated, backtick-quoted table name; values are parameters.
+SELECT
+  row_id,
+  environment,
+  volume_type,
+  forecast_date,
+  site_id,
+  sku,
+  forecast_units,
+  lower_bound,
+  upper_bound,
+  model_version,
+  generated_at
+FROM ${table}
+WHERE environment = @environment
+  AND volume_type = @volume_type
+  AND forecast_date BETWEEN @start_date AND @end_date
+ORDER BY forecast_date, row_id

@@ -1,0 +1,74 @@
+"""The embeddings stage: one float32 vector per chunk, stored as .npy beside the chunk ids."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from heavylift.ai import make_provider
+from heavylift.ai.base import ProviderInfo, TokenBudget
+from heavylift.documents.chunk import Chunk
+from heavylift.documents.jsonl import read_jsonl
+from heavylift.settings import Settings
+
+# Chunks per provider call: progress moves after each, and OpenAI requests stay moderate.
+EMBED_BATCH = 256
+
+
+class EmbeddingIndex(BaseModel):
+    """embeddings.json: what the rows of embeddings.npy are."""
+
+    model: str
+    dimensions: int
+    dtype: Literal["float32"] = "float32"
+    chunkIds: list[str]  # row i is the vector of chunkIds[i]
+
+
+class EmbeddingSummary(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    provider: ProviderInfo
+    vectors: int
+    dimensions: int
+    tokens_used: int  # the job's token budget spent so far, this stage included
+
+
+def embed_jsonl(
+    chunks_file: Path,
+    vectors_out: Path,
+    index_out: Path,
+    *,
+    settings: Settings,
+    tokens_used: int,
+    report: Callable[[float], None] | None = None,
+) -> EmbeddingSummary:
+    """Process-pool entry point: embed the chunks of `chunks_file` (hashing embeddings are
+    CPU-bound; the OpenAI client blocks: neither belongs on the event loop)."""
+    chunks = read_jsonl(chunks_file, Chunk)
+    budget = TokenBudget(settings.job_token_budget, tokens_used)
+    provider = make_provider(settings, budget)
+    parts = []
+    for start in range(0, len(chunks), EMBED_BATCH):
+        batch = chunks[start : start + EMBED_BATCH]
+        parts.append(provider.embed([chunk.text for chunk in batch]))
+        if report is not None:
+            report((start + len(batch)) / len(chunks))
+    vectors = np.concatenate(parts).astype(np.float32, copy=False)
+    with vectors_out.open("wb") as out:
+        np.save(out, vectors, allow_pickle=False)
+    index = EmbeddingIndex(
+        model=provider.info.embedding_model,
+        dimensions=vectors.shape[1],
+        chunkIds=[chunk.id for chunk in chunks],
+    )
+    index_out.write_text(index.model_dump_json(), encoding="utf-8")
+    return EmbeddingSummary(
+        provider=provider.info,
+        vectors=len(vectors),
+        dimensions=vectors.shape[1],
+        tokens_used=budget.used,
+    )

@@ -1,0 +1,27 @@
+"""Stage outputs as JSON Lines files: one pydantic model per line, streamed both ways."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def write_jsonl(path: Path, items: Iterable[BaseModel]) -> int:
+    """Write one JSON object per line (JSON escapes newlines inside strings); the item count."""
+    count = 0
+    with path.open("w", encoding="utf-8", newline="\n") as out:
+        for item in items:
+            out.write(item.model_dump_json())
+            out.write("\n")
+            count += 1
+    return count
+
+
+def read_jsonl(path: Path, model: type[ModelT]) -> list[ModelT]:
+    with path.open(encoding="utf-8", newline="\n") as source:
+        return [model.model_validate_json(line) for line in source if line.strip()]

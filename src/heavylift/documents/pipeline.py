@@ -1,0 +1,385 @@
+"""The `documents` job: fetch -> extract -> chunk -> analyse -> embed -> manifest, resumable.
+
+CPU-bound stages run in the worker's process pool (the event loop must keep renewing the job's
+lock) and storage calls in threads. Each stage's output is stored as soon as the stage is done,
+then `checkpoint.json` vouches for it: another attempt of the same job, on the same upload with
+the same settings, reuses it (a worker killed while embedding does not extract again). Any other
+job, a reprocess for one, starts afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+from pydantic import ValidationError
+
+from heavylift.ai.base import BudgetExceededError
+from heavylift.documents.analyze import AnalysisSummary, analyze_jsonl
+from heavylift.documents.chunk import ChunkSummary, chunk_jsonl
+from heavylift.documents.detect import DocumentType, detect_type
+from heavylift.documents.embed import EmbeddingSummary, embed_jsonl
+from heavylift.documents.errors import DocumentError, EmptyDocumentError, ExtractionTimeoutError
+from heavylift.documents.extract import ExtractSummary, extract_to_jsonl
+from heavylift.documents.intake import DocumentJobData
+from heavylift.documents.manifest import DocumentResult, Manifest, ManifestCounts, ManifestError
+from heavylift.documents.store import (
+    ANALYSIS,
+    CHUNKS,
+    PAGES,
+    VECTOR_INDEX,
+    VECTORS,
+    Checkpoint,
+    DocumentFiles,
+    StageTiming,
+)
+from heavylift.runtime.context import JobContext, PermanentJobError
+from heavylift.settings import Settings, load_settings
+from heavylift.storage import ObjectInfo, ObjectNotFoundError, ObjectStore, StorageError, open_store
+
+log = logging.getLogger("heavylift.documents")
+
+T = TypeVar("T")
+
+# Share of the progress bar per stage; the stages a job does not run give theirs to the others.
+_WEIGHTS = {"fetch": 5, "extract": 50, "chunk": 10, "analysis": 20, "embeddings": 13, "store": 2}
+_UPLOAD = "upload.bin"
+
+
+class UploadMissingError(DocumentError):
+    default_message = "The uploaded file is no longer in storage; upload it again."
+
+
+class UploadChangedError(DocumentError):
+    default_message = "The stored upload is not the file this job was queued for."
+
+
+async def process_document(ctx: JobContext) -> dict[str, Any]:
+    """The `process` job of the `documents` queue; returns the seed's result shape."""
+    try:
+        data = DocumentJobData.model_validate(ctx.data)
+    except ValidationError as error:
+        raise PermanentJobError(f"invalid document job data: {error}") from None
+    settings = load_settings()
+    store = await asyncio.to_thread(open_store, settings.storage_url, settings)
+    workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="heavylift-doc-"))
+    try:
+        result = await _Run(ctx, data, settings, store, workdir).execute()
+    finally:
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
+    return result.model_dump()
+
+
+class _Run:
+    def __init__(
+        self,
+        ctx: JobContext,
+        data: DocumentJobData,
+        settings: Settings,
+        store: ObjectStore,
+        workdir: Path,
+    ) -> None:
+        self.ctx, self.data, self.settings = ctx, data, settings
+        self.files = DocumentFiles(store, data.documentId, workdir)
+        self.checkpoint = Checkpoint(run="")
+        stages = ["fetch", "extract", "chunk"]
+        stages += ["analysis"] if data.options.useAI or data.options.generateSummary else []
+        stages += ["embeddings"] if data.options.generateEmbeddings else []
+        self.spans = _spans([*stages, "store"])
+
+    async def execute(self) -> DocumentResult:
+        try:
+            upload = await self._upload_info()
+            await self._open_checkpoint(upload)
+            await self._stage("extract", self.checkpoint.extract, self._extract, PAGES)
+            chunks = await self._stage("chunk", self.checkpoint.chunk, self._chunk, CHUNKS)
+            if "analysis" in self.spans and chunks.chunks:
+                await self._stage("analysis", self.checkpoint.analysis, self._analyze, ANALYSIS)
+            if "embeddings" in self.spans and chunks.chunks:
+                await self._stage(
+                    "embeddings", self.checkpoint.embeddings, self._embed, VECTORS, VECTOR_INDEX
+                )
+            manifest = self._manifest(None)
+            await asyncio.to_thread(self.files.write_manifest, manifest)
+        except Exception as error:
+            await self._fail(error)
+        self.ctx.set_progress(100)
+        counts = manifest.counts
+        return DocumentResult(
+            documentId=self.data.documentId,
+            chunks=counts.chunks,
+            themes=counts.themes,
+            quotes=counts.quotes,
+            insights=counts.insights,
+        )
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    async def _upload_info(self) -> ObjectInfo:
+        try:
+            info = await asyncio.to_thread(self.files.store.info, self.data.objectKey)
+        except ObjectNotFoundError:
+            raise UploadMissingError() from None
+        stored_sha = info.metadata.get("sha256")
+        if self.data.sha256 and stored_sha and stored_sha != self.data.sha256:
+            raise UploadChangedError()
+        return info
+
+    async def _open_checkpoint(self, upload: ObjectInfo) -> None:
+        run = _run_key(self.ctx.id, self.data, upload, self.settings)
+        existing = await asyncio.to_thread(self.files.load_checkpoint)
+        if existing is not None and existing.run == run:
+            self.checkpoint = existing
+            return
+        if existing is not None:
+            await asyncio.to_thread(self.files.start_fresh)
+        self.checkpoint = Checkpoint(run=run)
+
+    async def _stage(
+        self, name: str, done: T | None, run: Callable[[], Awaitable[T]], *outputs: str
+    ) -> T:
+        """Reuse a checkpointed stage, or run it, store its outputs and checkpoint it."""
+        if done is not None:
+            self._log_stage(name, reused=True)
+            self._progress(name, 1.0)
+            return done
+        started = time.monotonic()
+        result = await run()
+        timing = StageTiming(seconds=round(time.monotonic() - started, 3), attempt=self.ctx.attempt)
+        self.checkpoint = self.checkpoint.model_copy(
+            update={name: result, "timings": {**self.checkpoint.timings, name: timing}}
+        )
+        await asyncio.to_thread(self.files.commit, outputs, self.checkpoint)
+        self._log_stage(name, reused=False, seconds=timing.seconds)
+        self._progress(name, 1.0)
+        return result
+
+    # --- stages -------------------------------------------------------------------------------
+
+    async def _extract(self) -> ExtractSummary:
+        started = time.monotonic()
+        source = self.files.local(_UPLOAD)
+        await asyncio.to_thread(self.files.store.download_to, self.data.objectKey, source)
+        kind = await asyncio.to_thread(detect_type, source)
+        self.checkpoint.timings["fetch"] = StageTiming(
+            seconds=round(time.monotonic() - started, 3), attempt=self.ctx.attempt
+        )
+        self._progress("fetch", 1.0)
+        # One shard of the pages per pool process: pdfium is not thread-safe, so processes are
+        # the only way to use more than one core on one PDF.
+        shards = self.settings.cpu_workers if kind is DocumentType.PDF else 1
+        fractions = [0.0] * shards
+
+        def tracker(index: int) -> Callable[[float], None]:
+            def on_progress(fraction: float) -> None:
+                fractions[index] = fraction
+                self._progress("extract", sum(fractions) / shards)
+
+            return on_progress
+
+        outcomes = await asyncio.gather(
+            *(
+                self.ctx.cpu.run(
+                    extract_to_jsonl,
+                    source,
+                    self.files.local(f"pages-{index}.jsonl"),
+                    engine=self.settings.pdf_engine,
+                    shard=(index, shards),
+                    reopen_every=self.settings.pdf_reopen_pages,
+                    on_progress=tracker(index),
+                    timeout_s=self.settings.extract_timeout_s,
+                )
+                for index in range(shards)
+            ),
+            return_exceptions=True,
+        )
+        if any(isinstance(outcome, TimeoutError) for outcome in outcomes):
+            raise ExtractionTimeoutError(
+                "Reading the document's text took longer than the limit of "
+                f"{self.settings.extract_timeout_s:g} s (EXTRACT_TIMEOUT_S)."
+            )
+        summaries: list[ExtractSummary] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            summaries.append(outcome)
+        merged = _merge(summaries)
+        if not merged.text_pages and not merged.needs_ocr:
+            raise EmptyDocumentError("The document contains no text.")
+        parts = [self.files.local(f"pages-{index}.jsonl") for index in range(shards)]
+        await asyncio.to_thread(_concatenate, parts, self.files.local(PAGES))
+        return merged
+
+    async def _chunk(self) -> ChunkSummary:
+        pages = await asyncio.to_thread(self.files.ensure_local, PAGES)
+        return await self.ctx.offload(
+            chunk_jsonl,
+            pages,
+            self.files.local(CHUNKS),
+            span=self.spans["chunk"],
+            document_id=self.data.documentId,
+            max_tokens=self.settings.chunk_tokens,
+            overlap=self.settings.chunk_overlap,
+            encoding=self.settings.tokenizer_encoding,
+        )
+
+    async def _analyze(self) -> AnalysisSummary:
+        chunks = await asyncio.to_thread(self.files.ensure_local, CHUNKS)
+        return await self.ctx.offload(
+            analyze_jsonl,
+            chunks,
+            self.files.local(ANALYSIS),
+            span=self.spans["analysis"],
+            settings=self.settings,
+            tokens_used=0,
+        )
+
+    async def _embed(self) -> EmbeddingSummary:
+        chunks = await asyncio.to_thread(self.files.ensure_local, CHUNKS)
+        analysis = self.checkpoint.analysis
+        return await self.ctx.offload(
+            embed_jsonl,
+            chunks,
+            self.files.local(VECTORS),
+            self.files.local(VECTOR_INDEX),
+            span=self.spans["embeddings"],
+            settings=self.settings,
+            tokens_used=analysis.tokens_used if analysis else 0,  # one token budget per job
+        )
+
+    # --- results ------------------------------------------------------------------------------
+
+    def _manifest(self, error: ManifestError | None) -> Manifest:
+        cp = self.checkpoint
+        extract, chunk, analysis, vectors = cp.extract, cp.chunk, cp.analysis, cp.embeddings
+        outputs = {PAGES: extract, CHUNKS: chunk, ANALYSIS: analysis, VECTORS: vectors,
+                   VECTOR_INDEX: vectors}
+        ai = vectors or analysis
+        return Manifest(
+            documentId=self.data.documentId,
+            jobId=self.ctx.id,
+            attempt=self.ctx.attempt,
+            status="FAILED" if error else "COMPLETED",
+            filename=self.data.filename,
+            size=self.data.size,
+            sha256=self.data.sha256,
+            options=self.data.options,
+            provider=ai.provider if ai else None,
+            documentType=extract.document_type if extract else None,
+            engine=extract.engine if extract else None,
+            pageCount=extract.page_count if extract else None,
+            pagesNeedingOcr=extract.needs_ocr if extract else [],
+            embeddingDimensions=vectors.dimensions if vectors else None,
+            counts=ManifestCounts(
+                pages=extract.pages if extract else 0,
+                textPages=extract.text_pages if extract else 0,
+                characters=extract.chars if extract else 0,
+                chunks=chunk.chunks if chunk else 0,
+                tokens=chunk.tokens if chunk else 0,
+                themes=analysis.themes if analysis else 0,
+                quotes=analysis.quotes if analysis else 0,
+                insights=analysis.insights if analysis else 0,
+                embeddings=vectors.vectors if vectors else 0,
+                aiTokens=ai.tokens_used if ai else 0,
+            ),
+            files={name: self.files.key(name) for name, made in outputs.items() if made},
+            timings=cp.timings,
+            warnings=self._warnings(),
+            error=error,
+            finishedAt=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+
+    def _warnings(self) -> list[str]:
+        extract, chunk = self.checkpoint.extract, self.checkpoint.chunk
+        warnings = []
+        if extract and extract.needs_ocr:
+            warnings.append(
+                f"{len(extract.needs_ocr)} of {extract.page_count} pages have no text layer "
+                "(scanned?): they need OCR and were not analysed"
+            )
+        if chunk is not None and not chunk.chunks and "analysis" in self.spans:
+            warnings.append("no text to analyse: analysis and embeddings were skipped")
+        return warnings
+
+    async def _fail(self, error: Exception) -> NoReturn:
+        reason = _permanent_reason(error)
+        attempts = int((self.ctx.job.opts or {}).get("attempts", 1))
+        if reason is not None or self.ctx.attempt >= attempts:
+            failure = ManifestError(type=type(error).__name__, message=reason or str(error))
+            try:
+                await asyncio.to_thread(self.files.write_manifest, self._manifest(failure))
+            except StorageError as storage_error:
+                log.warning("could not store the failed manifest", extra={
+                    "event": "manifest_failed", "jobId": self.ctx.id, "reason": str(storage_error)})
+        if reason is not None:
+            raise PermanentJobError(reason) from error
+        raise error
+
+    # --- progress and logs --------------------------------------------------------------------
+
+    def _progress(self, stage: str, fraction: float) -> None:
+        low, high = self.spans[stage]
+        self.ctx.set_progress(low + (high - low) * fraction)
+
+    def _log_stage(self, stage: str, *, reused: bool, seconds: float | None = None) -> None:
+        log.info("document stage reused" if reused else "document stage done", extra={
+            "event": "stage", "jobId": self.ctx.id, "documentId": self.data.documentId,
+            "stage": stage, "reused": reused, "seconds": seconds, "attempt": self.ctx.attempt})
+
+
+def _spans(stages: list[str]) -> dict[str, tuple[float, float]]:
+    total = sum(_WEIGHTS[stage] for stage in stages)
+    spans, low = {}, 0.0
+    for stage in stages:
+        high = low + 100 * _WEIGHTS[stage] / total
+        spans[stage] = (low, high)
+        low = high
+    return spans
+
+
+def _run_key(job_id: str, data: DocumentJobData, upload: ObjectInfo, settings: Settings) -> str:
+    """Which run stored outputs belong to: this job (a reprocess job is another run), this exact
+    upload (object generation and content hash) and every setting that shapes the outputs."""
+    identity = {
+        "job": job_id,
+        "object": [data.objectKey, upload.etag_or_generation, data.sha256],
+        "options": data.options.model_dump(),
+        "extract": [settings.pdf_engine],
+        "chunk": [settings.chunk_tokens, settings.chunk_overlap, settings.tokenizer_encoding],
+        "ai": [settings.openai_api_key is not None, settings.openai_chat_model,
+               settings.openai_embedding_model],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _merge(shards: list[ExtractSummary]) -> ExtractSummary:
+    first = shards[0]
+    return first.model_copy(update={
+        "pages": sum(shard.pages for shard in shards),
+        "text_pages": sum(shard.text_pages for shard in shards),
+        "chars": sum(shard.chars for shard in shards),
+        "needs_ocr": [page for shard in shards for page in shard.needs_ocr],
+    })
+
+
+def _concatenate(parts: list[Path], target: Path) -> None:
+    with target.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as source:
+                shutil.copyfileobj(source, out)
+
+
+def _permanent_reason(error: Exception) -> str | None:
+    """The failedReason of an error no retry can fix, or None for one worth retrying."""
+    if isinstance(error, DocumentError | BudgetExceededError):
+        return str(error)
+    return None

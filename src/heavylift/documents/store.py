@@ -1,0 +1,95 @@
+"""One document's outputs in object storage (`documents/<documentId>/...`) and the checkpoint
+that says which of them a later attempt of the same job may reuse.
+
+Calls here block (storage is synchronous): the pipeline runs them in threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from heavylift.documents.analyze import AnalysisSummary
+from heavylift.documents.chunk import ChunkSummary
+from heavylift.documents.embed import EmbeddingSummary
+from heavylift.documents.extract import ExtractSummary
+from heavylift.storage import ObjectNotFoundError, ObjectStore
+
+OUTPUT_PREFIX = "documents/"
+PAGES = "pages.jsonl"
+CHUNKS = "chunks.jsonl"
+ANALYSIS = "analysis.json"
+VECTORS = "embeddings.npy"
+VECTOR_INDEX = "embeddings.json"
+CHECKPOINT = "checkpoint.json"
+MANIFEST = "manifest.json"
+
+_CONTENT_TYPES = {".jsonl": "application/x-ndjson", ".json": "application/json"}
+
+
+class StageTiming(BaseModel):
+    seconds: float
+    attempt: int  # the job attempt that ran the stage (a reused stage keeps its own)
+
+
+class Checkpoint(BaseModel):
+    """Stages whose outputs are stored, for one run: the same job, upload and settings."""
+
+    run: str
+    extract: ExtractSummary | None = None
+    chunk: ChunkSummary | None = None
+    analysis: AnalysisSummary | None = None
+    embeddings: EmbeddingSummary | None = None
+    timings: dict[str, StageTiming] = Field(default_factory=dict)
+
+
+def document_key(document_id: str, name: str) -> str:
+    return f"{OUTPUT_PREFIX}{document_id}/{name}"
+
+
+class DocumentFiles:
+    """A document's stored outputs, and their local copies in the job's work folder."""
+
+    def __init__(self, store: ObjectStore, document_id: str, workdir: Path) -> None:
+        self.store = store
+        self.document_id = document_id
+        self.workdir = workdir
+
+    def key(self, name: str) -> str:
+        return document_key(self.document_id, name)
+
+    def local(self, name: str) -> Path:
+        return self.workdir / name
+
+    def ensure_local(self, name: str) -> Path:
+        """The local copy of a stored output, downloaded when this attempt did not make it."""
+        path = self.local(name)
+        if not path.exists():
+            self.store.download_to(self.key(name), path)
+        return path
+
+    def load_checkpoint(self) -> Checkpoint | None:
+        try:
+            with self.store.open_read(self.key(CHECKPOINT)) as stream:
+                return Checkpoint.model_validate_json(stream.read())
+        except (ObjectNotFoundError, ValidationError):
+            return None
+
+    def start_fresh(self) -> None:
+        """Forget another run's outputs (a stage this run skips must not leave stale files);
+        the manifest stays until this run replaces it."""
+        for info in list(self.store.list(self.key(""))):
+            if info.key != self.key(MANIFEST):
+                self.store.delete(info.key)
+
+    def commit(self, names: Iterable[str], checkpoint: Checkpoint) -> None:
+        """Store a finished stage's outputs, then the checkpoint that vouches for them."""
+        for name in names:
+            content_type = _CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
+            self.store.put_file(self.key(name), self.local(name), content_type)
+        self.store.put_bytes(self.key(CHECKPOINT), checkpoint.model_dump_json().encode())
+
+    def write_manifest(self, manifest: BaseModel) -> None:
+        self.store.put_bytes(self.key(MANIFEST), manifest.model_dump_json(indent=1).encode())
