@@ -11,22 +11,19 @@ bare bullmq, so the difference is our layer.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Named like the stdlib `queue` that asyncio imports: run as a script, its own folder must not
-# shadow it, and the repo root must be importable (tests.servers).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+# isort: off
+import _paths  # noqa: F401 - first: fixes sys.path before anything imports `queue`
+# isort: on
 
 import argparse
 import asyncio
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis

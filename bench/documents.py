@@ -1,0 +1,215 @@
+"""Document pipeline benchmark: the worker's full pipeline beside raw pypdfium2, one run each.
+
+    python bench/documents.py [--pdf PATH] [--cpu-workers 2]
+
+Default PDF: R's fullrefman.pdf (2,415 pages), fetched from Debian's r-doc-pdf with the tests'
+helper when missing. Each row runs in a fresh child process; the parent samples the RSS of that
+child and all its descendants (the process pool, the forkserver) every 10 ms and reports the
+peak of the sum. Rows:
+
+- raw pypdfium2: open once, every page's text, nothing else (the ceiling);
+- pipeline: `process_document` as the worker runs it (file:// storage, process pool of
+  CPU_WORKERS, warm), extract + chunk + local hashing embeddings, all outputs stored;
+- the same with PDF_REOPEN_PAGES=100, with local analysis too, and with the pypdf engine.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/queue.py would shadow the stdlib `queue` (here and in the pool's processes, which inherit
+# sys.path): drop this folder from the path; the repo root makes tests.pdf_fixtures importable.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+SAMPLE_SECONDS = 0.01
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    kind: str  # "raw" or "pipeline"
+    env: dict[str, str]
+    options: dict[str, bool]
+
+
+EMBED_ONLY = {"useAI": False, "generateSummary": False, "generateEmbeddings": True}
+ROWS = [
+    Row("raw pypdfium2 (open once, text only)", "raw", {}, {}),
+    Row("pipeline: pypdfium2 + chunk + embed (local)", "pipeline", {}, EMBED_ONLY),
+    Row("  same, PDF_REOPEN_PAGES=100", "pipeline", {"PDF_REOPEN_PAGES": "100"}, EMBED_ONLY),
+    Row("  same + local analysis (useAI)", "pipeline", {}, {**EMBED_ONLY, "useAI": True}),
+    Row("pipeline: pypdf engine + chunk + embed (local)", "pipeline", {"PDF_ENGINE": "pypdf"},
+        EMBED_ONLY),
+]
+
+
+# --- inside the child process ----------------------------------------------------------------
+
+
+def run_raw(pdf: Path) -> dict[str, Any]:
+    import pypdfium2 as pdfium
+
+    started = time.perf_counter()
+    document = pdfium.PdfDocument(pdf)
+    count = len(document)
+    for index in range(count):
+        page = document[index]
+        textpage = page.get_textpage()
+        textpage.get_text_range()
+        textpage.close()
+        page.close()
+    document.close()
+    return {"pages": count, "seconds": time.perf_counter() - started}
+
+
+class _Job:
+    """What JobContext reads of a bullmq Job; progress is kept in memory instead of Redis."""
+
+    def __init__(self, job_id: str, data: dict[str, Any]) -> None:
+        self.id, self.name, self.data = job_id, "process", data
+        self.attemptsMade, self.progress, self.opts = 0, 0, {"attempts": 1}
+
+    async def updateProgress(self, value: float) -> None:
+        self.progress = value
+
+
+async def _process(pool: Any, store: Any, pdf: Path, job_id: str, options: dict[str, bool]) -> Any:
+    from heavylift.documents.intake import DocumentJobData, UploadOptions, upload_key
+    from heavylift.documents.pipeline import process_document
+    from heavylift.queue import QueueName
+    from heavylift.runtime.context import JobContext
+
+    document_id = f"doc_{job_id}"
+    key = upload_key(document_id, pdf.name)
+    store.put_file(key, pdf)
+    data = DocumentJobData(documentId=document_id, objectKey=key, filename=pdf.name,
+                           size=pdf.stat().st_size, options=UploadOptions(**options))
+    ctx = JobContext(_Job(job_id, data.model_dump()), "token", QueueName.DOCUMENTS, pool)
+    return await process_document(ctx)
+
+
+async def run_pipeline(pdf: Path, warmup: Path, options: dict[str, bool]) -> dict[str, Any]:
+    from heavylift.runtime.offload import CpuPool
+    from heavylift.settings import load_settings
+    from heavylift.storage import open_store
+
+    settings = load_settings()
+    pool = CpuPool(settings.cpu_workers)
+    store = open_store(settings.storage_url, settings)
+    try:
+        # A worker's pool is warm: its processes exist and have imported the stages' modules.
+        await _process(pool, store, warmup, "warmup", options)
+        started = time.perf_counter()
+        result = await _process(pool, store, pdf, "bench", options)
+        seconds = time.perf_counter() - started
+    finally:
+        pool.kill()
+    manifest = json.loads((Path(settings.storage_url.removeprefix("file://")) / "documents"
+                           / "doc_bench" / "manifest.json").read_text())
+    return {"pages": manifest["pageCount"], "seconds": seconds, "result": result,
+            "timings": {k: v["seconds"] for k, v in manifest["timings"].items()}}
+
+
+def child_main(args: argparse.Namespace) -> None:
+    row = ROWS[args.row]
+    if row.kind == "raw":
+        out = run_raw(args.pdf)
+    else:
+        out = asyncio.run(run_pipeline(args.pdf, args.warmup, row.options))
+    print(json.dumps(out))
+
+
+# --- the parent ------------------------------------------------------------------------------
+
+
+def tree_rss(process: psutil.Process) -> int:
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def measure(index: int, pdf: Path, warmup: Path, cpu_workers: int) -> dict[str, Any]:
+    row = ROWS[index]
+    with tempfile.TemporaryDirectory(prefix="hl-bench-") as scratch:
+        env = {**os.environ, "STORAGE_URL": f"file://{scratch}/storage",
+               "CPU_WORKERS": str(cpu_workers), "LOG_LEVEL": "WARNING", **row.env}
+        command = [sys.executable, __file__, "--child", "--row", str(index), "--pdf", str(pdf),
+                   "--warmup", str(warmup)]
+        child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+        watched = psutil.Process(child.pid)
+        peak = 0
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, tree_rss(watched))
+                time.sleep(SAMPLE_SECONDS)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        stdout, _ = child.communicate()
+        done.set()
+        sampler.join()
+        if child.returncode != 0:
+            raise SystemExit(f"row {row.name!r} failed (exit {child.returncode})")
+    out: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    out["peak_mb"] = peak / 2**20
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pdf", type=Path, default=None)
+    parser.add_argument("--cpu-workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--row", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_main(args)
+        return
+    from tests.pdf_fixtures import real_manuals
+
+    manuals = real_manuals()
+    pdf = args.pdf or manuals / "fullrefman.pdf"
+    warmup = manuals / "R-data.pdf"
+    print(f"{pdf.name}: {pdf.stat().st_size / 2**20:.1f} MB, CPU_WORKERS={args.cpu_workers}, "
+          f"{os.cpu_count()} CPUs\n")
+    rows = [measure(index, pdf, warmup, args.cpu_workers) for index in range(len(ROWS))]
+    raw_rate = rows[0]["pages"] / rows[0]["seconds"]
+    print("| run | pages | seconds | pages/s | × raw pypdfium2 | peak RSS, all processes (MB) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for row, out in zip(ROWS, rows, strict=True):
+        rate = out["pages"] / out["seconds"]
+        print(f"| {row.name} | {out['pages']} | {out['seconds']:.2f} | {rate:.0f} | "
+              f"{rate / raw_rate:.2f}× | {out['peak_mb']:.0f} |")
+    print("\nStage seconds (pipeline rows):")
+    for row, out in zip(ROWS, rows, strict=True):
+        if "timings" in out:
+            stages = ", ".join(f"{name} {seconds:.2f}" for name, seconds in out["timings"].items())
+            print(f"- {row.name.strip()}: {stages}; result {out['result']}")
+
+
+if __name__ == "__main__":
+    main()
