@@ -119,8 +119,8 @@ def main() -> None:
             rows.append((name, result))
     finally:
         redis.stop()
-    print("| backend | raw copy (s) | through api (s) | ratio | api peak RSS (MB) |\n"
-          "|---|---:|---:|---:|---:|")
+    print("| backend | raw copy (s) | through api (s) | ratio | function peak RSS (MB) "
+          "| idle RSS (MB) |\n|---|---:|---:|---:|---:|---:|")
     for name, r in rows:
         print(f"| {name} ({args.mb} MB) | {r['raw']:.2f} | {r['api']:.2f} "
               f"| {r['api'] / r['raw']:.2f}x | {r['rss']:.0f} | {r['idle']:.0f} |")
