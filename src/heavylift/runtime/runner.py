@@ -21,7 +21,8 @@ from bullmq import Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError
 from tenacity import AsyncRetrying, RetryCallState, stop_after_delay, wait_exponential
 
-from heavylift.queue import QueueName, bull_options
+from heavylift.queue import QueueName, Queues, bull_options
+from heavylift.runtime import metrics
 from heavylift.runtime.context import JobContext, Registry
 from heavylift.runtime.health import HealthServer
 from heavylift.runtime.offload import CpuPool
@@ -94,6 +95,7 @@ class WorkerRuntime:
         self.registry = registry
         self.cpu = CpuPool(settings.cpu_workers)
         self.redis = RedisWatch(settings)
+        self.queues = Queues(settings)  # counts for /metrics
         self.workers: list[Worker] = []
         self.active: dict[str, JobContext] = {}
         self.stopping = asyncio.Event()
@@ -118,6 +120,8 @@ class WorkerRuntime:
                       "attempt": ctx.attempt}
             log.info("job started", extra={"event": "started", **fields})
             ctx.task = asyncio.current_task()  # cancelled by a shutdown hand-back
+            active = metrics.ACTIVE_JOBS.labels(str(queue))
+            active.inc()
             try:
                 result = await processor(ctx)
                 await ctx.flush_progress()
@@ -132,6 +136,9 @@ class WorkerRuntime:
                 raise
             finally:
                 self.active.pop(key, None)
+                active.dec()
+                metrics.JOB_SECONDS.labels(str(queue)).observe(time.monotonic() - started)
+            metrics.JOBS_COMPLETED.labels(str(queue)).inc()
             log.info("job completed", extra={
                 "event": "completed", "duration": round(time.monotonic() - started, 3), **fields})
             return result
@@ -144,6 +151,10 @@ class WorkerRuntime:
         attempts = int(job.opts.get("attempts", 1))
         retry = (int(job.attemptsMade) + 1 < attempts
                  and not isinstance(error, UnrecoverableError))
+        queue = str(fields["queue"])
+        metrics.JOBS_FAILED.labels(queue, str(not retry).lower()).inc()
+        if retry:
+            metrics.JOBS_RETRIED.labels(queue).inc()
         log.warning("job failed", extra={
             "event": "failed", "reason": str(error) or type(error).__name__,
             "willRetry": retry, "duration": round(duration, 3), **fields})
@@ -238,6 +249,7 @@ class WorkerRuntime:
         if self._watch is not None:
             self._watch.cancel()
         await self.redis.close()
+        await self.queues.close()
         await self.health.stop()
         log.info("worker stopped", extra={"event": "stopped", "exitCode": self.exit_code})
         return self.exit_code
