@@ -1,0 +1,1 @@
+"""The `heavylift` command line (typer + rich)."""
