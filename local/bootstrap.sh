@@ -8,6 +8,7 @@ extras="${1:-dev}"
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v npm >/dev/null || need_apt+=(nodejs npm)  # bull-board interop tests
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]] && ! command -v sudo >/dev/null; then
     echo "missing ${need_apt[*]}: run 'apt-get install -y ${need_apt[*]}' as root" >&2
