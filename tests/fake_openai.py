@@ -37,6 +37,7 @@ class FakeOpenAI:
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     chat: ChatHandler | None = None
     completion_tokens: int = 50
+    embedding_delay: float = 0.0  # seconds each embeddings request takes (kill-mid-stage tests)
 
     def fail_next(self, status: int, headers: dict[str, str] | None = None, times: int = 1) -> None:
         self.failures.extend([(status, headers or {})] * times)
@@ -101,6 +102,8 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             server.requests.append(Recorded(self.path, body, time.monotonic()))
+            if self.path == "/v1/embeddings":
+                time.sleep(server.embedding_delay)
             if server.failures:
                 status, headers = server.failures.pop(0)
                 self._send(status, {"error": {"message": "fake failure", "type": "x"}}, headers)

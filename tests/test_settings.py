@@ -1,4 +1,4 @@
-"""Settings as the environment gives them: Bull's variable names, Memorystore TLS, one-line errors."""
+"""Settings from the environment: Bull's variable names, Memorystore TLS, one-line errors."""
 
 from __future__ import annotations
 

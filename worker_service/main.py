@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 
 from heavylift import diagnostics
+from heavylift.datasets import pipeline as datasets_pipeline
+from heavylift.documents.pipeline import process_document
 from heavylift.logs import configure_logging
 from heavylift.queue import QueueName
 from heavylift.runtime.context import Registry
@@ -18,6 +20,8 @@ from heavylift.settings import SettingsError, load_settings
 
 REGISTRY: Registry = {
     QueueName.DIAGNOSTICS: diagnostics.PROCESSORS,
+    QueueName.DOCUMENTS: {"process": process_document},
+    QueueName.DATASETS: datasets_pipeline.PROCESSORS,
 }
 
 app = typer.Typer(add_completion=False)

@@ -49,4 +49,16 @@ async def fail(ctx: JobContext) -> dict[str, Any]:
     raise RuntimeError(str(ctx.data.get("message", "diagnostic failure")))
 
 
-PROCESSORS: dict[str, Processor] = {"noop": noop, "sleep": sleep, "cpu": cpu, "fail": fail}
+async def flaky(ctx: JobContext) -> dict[str, Any]:
+    """Fails its first `failures` starts (default 1), then succeeds. Counted in starts, which a
+    retry (from the dashboard, say) does not reset, unlike attemptsMade."""
+    failures = int(ctx.data.get("failures", 1))
+    started = int(ctx.job.attemptsStarted)
+    if started <= failures:
+        raise RuntimeError(f"flaky failure {started} of {failures}")
+    return {"ok": True, "starts": started}
+
+
+PROCESSORS: dict[str, Processor] = {
+    "noop": noop, "sleep": sleep, "cpu": cpu, "fail": fail, "flaky": flaky,
+}

@@ -176,6 +176,21 @@ class Settings(BaseSettings):
         "parquet", description="Part file format when the request names none.",
     )
 
+    # --- Live progress and pages ---
+    sse_heartbeat_s: float = Field(
+        15.0, gt=0, le=300, description="SSE: a ': ping' line this often keeps proxies open.",
+    )
+    sse_max_stream_s: float = Field(
+        600.0, gt=0, description="SSE: a stream ends after this long (EventSource reconnects), so"
+        " no server thread is held forever.",
+    )
+    sse_counts_interval_s: float = Field(
+        0.5, ge=0, le=10, description="Dashboard stream: at most one counts update this often.",
+    )
+    upload_page_signed_threshold_bytes: int = Field(
+        8 * 1024 * 1024, ge=0, description="Upload page: larger files go through the signed URL.",
+    )
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:

@@ -9,9 +9,11 @@ from typing import Any
 from flask import Request, Response
 from werkzeug.routing import Map, Rule
 
-from heavylift.api import documents
+from heavylift.api import documents, pages, queue_admin
 from heavylift.api.auth import require_api_key
 from heavylift.api.errors import error_response
+from heavylift.api.job_events import job_events
+from heavylift.api.queue_live import queue_events
 from heavylift.api.services import Services, services
 
 log = logging.getLogger("heavylift.api")
@@ -26,6 +28,20 @@ _ROUTES: dict[str, tuple[Handler, bool]] = {
     "local_put": (documents.local_put, False),  # the signed URL is the credential
     "document": (documents.document, True),
     "reprocess": (documents.reprocess, True),
+    "job_events": (job_events, True),
+    "queues": (queue_admin.overview, True),
+    "queue_events": (queue_events, True),
+    "queue_jobs": (queue_admin.jobs, True),
+    "queue_job": (queue_admin.job, True),
+    "queue_job_retry": (queue_admin.retry, True),
+    "queue_retry_failed": (queue_admin.retry_failed, True),
+    "queue_clean": (queue_admin.clean, True),
+    "queue_pause": (queue_admin.pause, True),
+    "queue_resume": (queue_admin.resume, True),
+    # Pages check the key themselves: without one they answer with a sign-in page, not JSON.
+    "upload_page": (pages.upload_page, False),
+    "admin_page": (pages.admin_page, False),
+    "asset": (pages.asset, False),
 }
 
 URLS = Map([
@@ -35,6 +51,21 @@ URLS = Map([
     Rule("/api/storage/upload", methods=["PUT"], endpoint="local_put"),
     Rule("/api/documents/<doc_id>", methods=["GET"], endpoint="document"),
     Rule("/api/documents/<doc_id>/reprocess", methods=["POST"], endpoint="reprocess"),
+    Rule("/api/jobs/<job_id>/events", methods=["GET"], endpoint="job_events"),
+    Rule("/api/queues", methods=["GET"], endpoint="queues"),
+    Rule("/api/queues/events", methods=["GET"], endpoint="queue_events"),
+    Rule("/api/queues/<queue>/jobs", methods=["GET"], endpoint="queue_jobs"),
+    Rule("/api/queues/<queue>/jobs/<job_id>", methods=["GET"], endpoint="queue_job"),
+    Rule("/api/queues/<queue>/jobs/<job_id>/retry", methods=["POST"],
+         endpoint="queue_job_retry"),
+    Rule("/api/queues/<queue>/retry-failed", methods=["POST"], endpoint="queue_retry_failed"),
+    Rule("/api/queues/<queue>/clean", methods=["POST"], endpoint="queue_clean"),
+    Rule("/api/queues/<queue>/pause", methods=["POST"], endpoint="queue_pause"),
+    Rule("/api/queues/<queue>/resume", methods=["POST"], endpoint="queue_resume"),
+    Rule("/", methods=["GET"], endpoint="upload_page"),
+    Rule("/upload", methods=["GET"], endpoint="upload_page"),
+    Rule("/admin/queues", methods=["GET"], endpoint="admin_page"),
+    Rule("/web/<name>", methods=["GET"], endpoint="asset"),
 ])
 
 

@@ -1,22 +1,47 @@
-"""API keys (`Authorization: Bearer <key>`, keys from API_KEYS); AUTH_DISABLED: local only."""
+"""API keys (keys from API_KEYS); AUTH_DISABLED: local only.
+
+A key is presented as `Authorization: Bearer <key>` or, for what a browser cannot give headers
+to (EventSource, page loads), as a `key` query parameter or the `heavylift_key` cookie. A page
+opened with `?key=` sets that cookie (HttpOnly, SameSite=Strict: other sites' forms cannot ride
+on it) and redirects to the same URL without the key.
+"""
 
 from __future__ import annotations
 
 import hmac
 
-from flask import Request
+from flask import Request, Response
 
 from heavylift.api.errors import ApiError
 from heavylift.settings import Settings
+
+KEY_COOKIE = "heavylift_key"
+KEY_PARAM = "key"
+
+
+def presented_key(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.args.get(KEY_PARAM) or request.cookies.get(KEY_COOKIE) or None
+
+
+def key_is_valid(key: str, settings: Settings) -> bool:
+    # Compare against every key in constant time so timing does not reveal a prefix.
+    return any(hmac.compare_digest(key, known) for known in settings.api_key_set())
 
 
 def require_api_key(request: Request, settings: Settings) -> None:
     if settings.auth_disabled:
         return
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    key = presented_key(request)
+    if key is None:
         raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'")
-    # Compare against every key in constant time so timing does not reveal a prefix.
-    if not any(hmac.compare_digest(token.strip(), key) for key in settings.api_key_set()):
+    if not key_is_valid(key, settings):
         raise ApiError(401, "unauthorized", "invalid API key")
+
+
+def remember_key(response: Response, request: Request, key: str) -> None:
+    """Keep the key in the browser for later page loads, fetches and EventSources."""
+    https = request.is_secure or request.headers.get("X-Forwarded-Proto") == "https"
+    response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="Strict", secure=https, path="/")

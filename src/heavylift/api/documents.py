@@ -9,7 +9,7 @@ from typing import Any, Literal
 from flask import Request, Response
 from pydantic import BaseModel, Field
 
-from heavylift.api.errors import ApiError, as_api_error, json_response
+from heavylift.api.errors import ApiError, as_api_error, json_response, read_json
 from heavylift.api.events import enqueue_finalized
 from heavylift.api.services import Services
 from heavylift.documents.intake import (
@@ -111,7 +111,7 @@ def upload_status(request: Request, svc: Services) -> Response:
 
 def upload_url(request: Request, svc: Services) -> Response:
     """POST /api/documents/upload-url: a signed URL straight to the bucket (no 32 MB cap)."""
-    payload = UploadUrlRequest.model_validate(_json_body(request))
+    payload = UploadUrlRequest.model_validate(read_json(request))
     if payload.size > svc.settings.max_upload_bytes:
         raise ApiError(413, "too_large", f"size {payload.size} is over the limit of "
                        f"{svc.settings.max_upload_bytes} bytes", "size")
@@ -181,10 +181,3 @@ def reprocess(request: Request, svc: Services, doc_id: str) -> Response:
     )
     job_id = svc.intake.enqueue(data, Priority.REPROCESSING)
     return json_response({"success": True, "documentId": doc_id, "jobId": job_id}, 202)
-
-
-def _json_body(request: Request) -> Any:
-    try:
-        return json.loads(request.get_data(cache=False) or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ApiError(400, "malformed_json", f"malformed JSON body: {error}") from None

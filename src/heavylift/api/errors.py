@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
-from flask import Response
+from flask import Request, Response
 from pydantic import ValidationError
 from pydantic_core import to_json
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -68,6 +69,14 @@ def as_api_error(error: Exception) -> ApiError:
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(to_json(body), status=status, mimetype="application/json", headers=headers)
+
+
+def read_json(request: Request) -> Any:
+    """The request's JSON body (null when empty); malformed JSON is a 400."""
+    try:
+        return json.loads(request.get_data(cache=False) or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ApiError(400, "malformed_json", f"malformed JSON body: {error}") from None
 
 
 def error_response(error: Exception) -> Response:

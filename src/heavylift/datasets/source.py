@@ -16,6 +16,7 @@ the worker calls them through `asyncio.to_thread`.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -154,8 +155,20 @@ def _read_storage(
     )
     if not session.streams:
         raise SourceUnavailableError(f"{result.ref.table_id}: no read stream for rows at {start}")
-    reader = storage.read_rows(session.streams[0].name, retry=clients.retry)
-    return reader.to_arrow(session)
+    return arrow_table(session, storage.read_rows(session.streams[0].name, retry=clients.retry))
+
+
+def arrow_table(session: Any, responses: Iterable[Any]) -> pa.Table:
+    """Decode a stream's ReadRowsResponses (Arrow IPC record batches) into one table."""
+    schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
+    batches = [
+        pa.ipc.read_record_batch(
+            pa.py_buffer(response.arrow_record_batch.serialized_record_batch), schema
+        )
+        for response in responses
+        if response.row_count
+    ]
+    return pa.Table.from_batches(batches, schema=schema)
 
 
 def _read_rest(clients: BigQueryClients, result: ResultTable, start: int, count: int) -> pa.Table:

@@ -95,13 +95,17 @@ def _encode_pages(
     texts = [(number, text) for number, text in texts if text]
     numbers: list[int] = []
     starts: list[int] = []
-    encoded: list[int] = []
+    # One small array per page: a single list of Python ints would cost ~36 bytes per token.
+    encoded: list[npt.NDArray[np.int64]] = []
+    total = 0
     for position, (number, text) in enumerate(texts):
         numbers.append(number)
-        starts.append(len(encoded))
+        starts.append(total)
         separator = PAGE_SEPARATOR if position < len(texts) - 1 else ""
-        encoded.extend(enc.encode_ordinary(text + separator))
-    return numbers, np.asarray(starts, dtype=np.intp), np.asarray(encoded, dtype=np.int64)
+        encoded.append(np.asarray(enc.encode_ordinary(text + separator), dtype=np.int64))
+        total += len(encoded[-1])
+    tokens = np.concatenate(encoded) if encoded else np.zeros(0, dtype=np.int64)
+    return numbers, np.asarray(starts, dtype=np.intp), tokens
 
 
 @lru_cache(maxsize=4)

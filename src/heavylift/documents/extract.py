@@ -13,7 +13,6 @@ from heavylift.documents.errors import EmptyDocumentError
 from heavylift.documents.jsonl import write_jsonl
 from heavylift.documents.pages import WHOLE, PageSource, RawPage, Shard
 from heavylift.documents.pdf_pdfium import REOPEN_EVERY, open_pdfium
-from heavylift.documents.pdf_pypdf import open_pypdf
 from heavylift.documents.text import normalize_text
 
 PdfEngine = Literal["pypdfium2", "pypdf"]
@@ -66,9 +65,13 @@ def extract_pages(
             pages=pages,
             needs_ocr=[],
         )
-    source = (
-        open_pdfium(path, reopen_every, shard) if engine == "pypdfium2" else open_pypdf(path, shard)
-    )
+    if engine == "pypdfium2":
+        source = open_pdfium(path, reopen_every, shard)
+    else:
+        # pypdf adds ~25 MB of imports to every process: load it only when it is chosen.
+        from heavylift.documents.pdf_pypdf import open_pypdf
+
+        source = open_pypdf(path, shard)
     pages, needs_ocr = [], []
     for raw in _reporting(source, report):
         text = normalize_text(raw.text)

@@ -59,7 +59,7 @@ class Manifest(BaseModel):
     embeddingDimensions: int | None
     counts: ManifestCounts
     files: dict[str, str]  # output name -> object key
-    timings: dict[str, StageTiming]  # seconds per stage, and which attempt ran it
+    timings: dict[str, StageTiming]  # seconds per stage and when it finished
     warnings: list[str]
     error: ManifestError | None
     finishedAt: str  # ISO 8601, UTC

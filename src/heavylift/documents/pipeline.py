@@ -154,7 +154,7 @@ class _Run:
             return done
         started = time.monotonic()
         result = await run()
-        timing = StageTiming(seconds=round(time.monotonic() - started, 3), attempt=self.ctx.attempt)
+        timing = _timing(started)
         self.checkpoint = self.checkpoint.model_copy(
             update={name: result, "timings": {**self.checkpoint.timings, name: timing}}
         )
@@ -170,9 +170,7 @@ class _Run:
         source = self.files.local(_UPLOAD)
         await asyncio.to_thread(self.files.store.download_to, self.data.objectKey, source)
         kind = await asyncio.to_thread(detect_type, source)
-        self.checkpoint.timings["fetch"] = StageTiming(
-            seconds=round(time.monotonic() - started, 3), attempt=self.ctx.attempt
-        )
+        self.checkpoint.timings["fetch"] = _timing(started)
         self._progress("fetch", 1.0)
         # One shard of the pages per pool process: pdfium is not thread-safe, so processes are
         # the only way to use more than one core on one PDF.
@@ -295,7 +293,7 @@ class _Run:
             timings=cp.timings,
             warnings=self._warnings(),
             error=error,
-            finishedAt=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            finishedAt=_now(),
         )
 
     def _warnings(self) -> list[str]:
@@ -334,6 +332,14 @@ class _Run:
         log.info("document stage reused" if reused else "document stage done", extra={
             "event": "stage", "jobId": self.ctx.id, "documentId": self.data.documentId,
             "stage": stage, "reused": reused, "seconds": seconds, "attempt": self.ctx.attempt})
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _timing(started: float) -> StageTiming:
+    return StageTiming(seconds=round(time.monotonic() - started, 3), finishedAt=_now())
 
 
 def _spans(stages: list[str]) -> dict[str, tuple[float, float]]:

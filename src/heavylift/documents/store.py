@@ -31,7 +31,9 @@ _CONTENT_TYPES = {".jsonl": "application/x-ndjson", ".json": "application/json"}
 
 class StageTiming(BaseModel):
     seconds: float
-    attempt: int  # the job attempt that ran the stage (a reused stage keeps its own)
+    # When the stage finished; a stage reused after a retry or a stalled-job recovery keeps its
+    # own (BullMQ does not count a recovery as an attempt, so attempt numbers cannot tell).
+    finishedAt: str
 
 
 class Checkpoint(BaseModel):

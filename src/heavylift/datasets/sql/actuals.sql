@@ -1,5 +1,6 @@
 -- Actual volumes of one environment and volume type between two dates (inclusive).
 -- ${table} is substituted with a validated, backtick-quoted table name; values are parameters.
+-- No ORDER BY: rows are numbered once when materialised (sorting 5M rows cost ~3x the query).
 SELECT
   row_id,
   environment,
@@ -13,4 +14,3 @@ FROM ${table}
 WHERE environment = @environment
   AND volume_type = @volume_type
   AND activity_date BETWEEN @start_date AND @end_date
-ORDER BY activity_date, row_id

@@ -1,5 +1,6 @@
 -- Forecast rows of one environment and volume type between two dates (inclusive).
 -- ${table} is substituted with a validated, backtick-quoted table name; values are parameters.
+-- No ORDER BY: rows are numbered once when materialised (sorting 5M rows cost ~3x the query).
 SELECT
   row_id,
   environment,
@@ -16,4 +17,3 @@ FROM ${table}
 WHERE environment = @environment
   AND volume_type = @volume_type
   AND forecast_date BETWEEN @start_date AND @end_date
-ORDER BY forecast_date, row_id
