@@ -26,6 +26,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -83,7 +84,8 @@ class _Job:
 
     def __init__(self, job_id: str, data: dict[str, Any]) -> None:
         self.id, self.name, self.data = job_id, "process", data
-        self.attemptsMade, self.progress, self.opts = 0, 0, {"attempts": 1}
+        self.attemptsMade, self.opts = 0, {"attempts": 1}
+        self.progress: float = 0
 
     async def updateProgress(self, value: float) -> None:
         self.progress = value
@@ -139,12 +141,12 @@ def child_main(args: argparse.Namespace) -> None:
 
 
 def tree_rss(process: psutil.Process) -> int:
-    total = 0
-    for member in [process, *process.children(recursive=True)]:
-        try:
+    total, members = 0, []
+    with contextlib.suppress(psutil.Error):
+        members = [process, *process.children(recursive=True)]
+    for member in members:
+        with contextlib.suppress(psutil.Error):  # a pool process may exit between the calls
             total += member.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 
@@ -198,12 +200,12 @@ def main() -> None:
           f"{os.cpu_count()} CPUs\n")
     rows = [measure(index, pdf, warmup, args.cpu_workers) for index in range(len(ROWS))]
     raw_rate = rows[0]["pages"] / rows[0]["seconds"]
-    print("| run | pages | seconds | pages/s | × raw pypdfium2 | peak RSS, all processes (MB) |")
+    print("| run | pages | seconds | pages/s | vs raw pypdfium2 | peak RSS, all processes (MB) |")
     print("|---|---:|---:|---:|---:|---:|")
     for row, out in zip(ROWS, rows, strict=True):
         rate = out["pages"] / out["seconds"]
         print(f"| {row.name} | {out['pages']} | {out['seconds']:.2f} | {rate:.0f} | "
-              f"{rate / raw_rate:.2f}× | {out['peak_mb']:.0f} |")
+              f"{rate / raw_rate:.2f}x | {out['peak_mb']:.0f} |")
     print("\nStage seconds (pipeline rows):")
     for row, out in zip(ROWS, rows, strict=True):
         if "timings" in out:

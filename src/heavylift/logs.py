@@ -45,6 +45,7 @@ class _DeferredHandler(QueueHandler):
 def configure_logging(level: str = "INFO", stream: TextIO = sys.stdout) -> None:
     global _listener
     if _listener is not None:
+        atexit.unregister(_listener.stop)
         _listener.stop()
     # We never log thread/process names or call sites: skip collecting them per record.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
