@@ -9,7 +9,7 @@ from typing import Any
 from flask import Request, Response
 from werkzeug.routing import Map, Rule
 
-from heavylift.api import documents, pages, queue_admin
+from heavylift.api import datasets, documents, pages, queue_admin
 from heavylift.api.auth import require_api_key
 from heavylift.api.errors import error_response
 from heavylift.api.job_events import job_events
@@ -28,6 +28,8 @@ _ROUTES: dict[str, tuple[Handler, bool]] = {
     "local_put": (documents.local_put, False),  # the signed URL is the credential
     "document": (documents.document, True),
     "reprocess": (documents.reprocess, True),
+    "dataset_sync": (datasets.sync, True),
+    "dataset_sync_status": (datasets.sync_status, True),
     "job_events": (job_events, True),
     "queues": (queue_admin.overview, True),
     "queue_events": (queue_events, True),
@@ -51,6 +53,8 @@ URLS = Map([
     Rule("/api/storage/upload", methods=["PUT"], endpoint="local_put"),
     Rule("/api/documents/<doc_id>", methods=["GET"], endpoint="document"),
     Rule("/api/documents/<doc_id>/reprocess", methods=["POST"], endpoint="reprocess"),
+    Rule("/api/datasets/sync", methods=["POST"], endpoint="dataset_sync"),
+    Rule("/api/datasets/sync", methods=["GET"], endpoint="dataset_sync_status"),
     Rule("/api/jobs/<job_id>/events", methods=["GET"], endpoint="job_events"),
     Rule("/api/queues", methods=["GET"], endpoint="queues"),
     Rule("/api/queues/events", methods=["GET"], endpoint="queue_events"),
