@@ -3,5 +3,5 @@
 # through the real HTTP API and print the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source local/bootstrap.sh functions,worker,cli
+source local/bootstrap.sh local
 python local/stack.py demo "$@"

@@ -113,9 +113,11 @@ class Client:
     # --- jobs and queues ---------------------------------------------------------------------
 
     def job(self, job_id: str, queue: str) -> dict[str, Any]:
-        if queue == "documents":
-            return dict(self.call("GET", "/api/documents/async-upload",
-                                  params={"jobId": job_id}))
+        """The seed's job view (its status routes), or the dashboard's detail for other queues."""
+        status_routes = {"documents": "/api/documents/async-upload",
+                         "datasets": "/api/datasets/sync"}
+        if queue in status_routes:
+            return dict(self.call("GET", status_routes[queue], params={"jobId": job_id}))
         return dict(self.call("GET", f"/api/queues/{queue}/jobs/{job_id}"))
 
     def wait(self, job_id: str, queue: str, on_view: Callable[[dict[str, Any]], None],

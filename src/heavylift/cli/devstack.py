@@ -95,8 +95,25 @@ class Stack:
                               "--save", "", "--appendonly", "no"], port)
         self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
 
-    def up(self) -> Stack:
+    def _bigquery(self) -> None:
+        """The BigQuery emulator (bqemulator), unless BQ_EMULATOR_HOST points at one already."""
+        if os.environ.get("BQ_EMULATOR_HOST"):
+            return
+        rest, grpc = free_port(), free_port()
+        self._spawn("bigquery", [sys.executable, str(ROOT / "local" / "bq_emulator.py"),
+                                 "--port", str(rest), "--grpc-port", str(grpc)], rest)
+        self.env.update({"BQ_EMULATOR_HOST": f"127.0.0.1:{rest}",
+                         "BQ_STORAGE_EMULATOR_HOST": f"127.0.0.1:{grpc}"})
+
+    def seed(self, rows: int) -> None:
+        """Sample forecast/actuals rows (heavylift datasets seed)."""
+        subprocess.run([sys.executable, "-m", "heavylift.datasets.seed", "--rows", str(rows)],
+                       env={**os.environ, **self.env}, check=True, cwd=ROOT)
+
+    def up(self, bigquery: bool = True) -> Stack:
         self._redis()
+        if bigquery:
+            self._bigquery()
         self.env.update({
             "STORAGE_URL": os.environ.get("STORAGE_URL", f"file://{STATE / 'storage'}"),
             "AUTH_DISABLED": os.environ.get("AUTH_DISABLED", "true"),
@@ -126,18 +143,22 @@ class Stack:
 
 
 @contextmanager
-def running() -> Iterator[Stack]:
+def running(bigquery: bool = True) -> Iterator[Stack]:
     stack = Stack()
     try:
-        yield stack.up()
+        yield stack.up(bigquery)
     finally:
         stack.down()
 
 
+NoBigQuery = Annotated[bool, typer.Option("--no-bigquery", help="Skip the BigQuery emulator.")]
+
+
 @app.command()
-def up() -> None:
-    """Start Redis (private, unless REDIS_URL is set), the api function and the worker."""
-    with running() as stack:
+def up(no_bigquery: NoBigQuery = False) -> None:
+    """Start Redis (private, unless REDIS_URL is set), the BigQuery emulator, the api function
+    and the worker."""
+    with running(not no_bigquery) as stack:
         console.print(f"\napi: {stack.api_url}  (auth off: local only)\n"
                       f"try: curl -X POST {stack.api_url}/api/documents/async-upload "
                       f"-F files=@{SAMPLE.relative_to(ROOT)} -F useAI=true\n"
@@ -149,9 +170,12 @@ def up() -> None:
 @app.command()
 def demo(
     file: Annotated[Path, typer.Option(help="Document to push through the API.")] = SAMPLE,
+    rows: Annotated[int, typer.Option(help="Sample rows to seed for the dataset sync.")] = 200_000,
+    no_bigquery: NoBigQuery = False,
 ) -> None:
-    """Bring the stack up, upload a document through the real HTTP API, print the result."""
-    with running() as stack:
+    """Bring the stack up, upload a document and run a dataset sync through the real HTTP API,
+    print the results."""
+    with running(not no_bigquery) as stack:
         with file.open("rb") as handle:
             answer = requests.post(
                 f"{stack.api_url}/api/documents/async-upload",
@@ -175,6 +199,30 @@ def demo(
             f"{stack.api_url}/api/documents/{view['result']['documentId']}", timeout=10
         ).json()
         print(json.dumps(manifest, indent=2)[:4000])
+        if not no_bigquery:
+            sync_dataset(stack, rows)
+
+
+def sync_dataset(stack: Stack, rows: int) -> None:
+    """Seed the emulator, then sync two years of actuals: large enough to be a queued job."""
+    stack.seed(rows)
+    body = {"datasetId": "heavylift", "environment": "production", "volumeType": "inbound",
+            "jobType": "actuals", "startDate": "2024-01-01", "endDate": "2025-12-31",
+            "chunkSize": 5000}
+    answer = requests.post(f"{stack.api_url}/api/datasets/sync", json=body, timeout=300)
+    console.print(f"POST /api/datasets/sync -> {answer.status_code}")
+    print(json.dumps(answer.json(), indent=2))
+    if answer.status_code not in (200, 202):
+        raise SystemExit(1)
+    if answer.status_code == 202:
+        job_id = answer.json()["jobId"]
+        with new_progress() as bar:
+            task = bar.add_task(f"sync {job_id}", total=100, state="waiting")
+            view = Client(stack.api_url, None).wait(job_id, "datasets", lambda v: bar.update(
+                task, completed=progress_of(v), state=v["state"]), timeout=600)
+        print(json.dumps(view, indent=2))
+        if view["state"] != "completed":
+            raise SystemExit(f"sync failed: {view.get('failedReason')}")
 
 
 if __name__ == "__main__":
