@@ -224,13 +224,18 @@ def datasets_sync(
         raise typer.Exit(EXIT_FAILED_JOB)
 
 
-@datasets_app.command("seed", context_settings={"allow_extra_args": True,
-                                                "ignore_unknown_options": True})
-def datasets_seed(ctx: typer.Context) -> None:
-    """Load generated forecast/actuals rows into BigQuery (the emulator locally): --rows N."""
+@datasets_app.command("seed")
+def datasets_seed(
+    rows: Annotated[int, typer.Option(help="Rows per table.")] = 1_000_000,
+    dataset: Annotated[str | None, typer.Option(help="Dataset (default BQ_DATASET).")] = None,
+    tables: Annotated[str, typer.Option(help="Comma-separated.")] = "forecast,actuals",
+) -> None:
+    """Load generated forecast/actuals rows (environments, volume types, two years of dates)
+    into BigQuery: the emulator when BQ_EMULATOR_HOST is set."""
     from heavylift.datasets import seed
 
-    seed.main(list(ctx.args))
+    seed.main(["--rows", str(rows), "--tables", tables,
+               *(["--dataset", dataset] if dataset else [])])
 
 
 def main() -> None:
