@@ -15,14 +15,9 @@ peak of the sum. Rows:
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/queue.py would shadow the stdlib `queue` (here and in the pool's processes, which inherit
-# sys.path): drop this folder from the path; the repo root makes tests.pdf_fixtures importable.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+# isort: off
+import _paths  # noqa: F401 - first: fixes sys.path before anything imports `queue`
+# isort: on
 
 import argparse
 import asyncio
@@ -30,10 +25,12 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil

@@ -147,13 +147,15 @@ class Queues:
         )
 
     async def _job_and_state(self, name: QueueName, job_id: str) -> tuple[Any, JobState]:
+        """The job hash and its state are two reads: read the state first, and re-read the job
+        when it finished in between, so a view never says `failed` with empty fields."""
         queue = self.bull(name)
-        job = await queue.getJob(job_id)
-        if job is None:
-            raise JobNotFoundError(f"job {job_id} not found in queue {name}")
         state = user_state(await queue.getJobState(job_id))
-        if state is None:
+        job = await queue.getJob(job_id)
+        if job is None or state is None:
             raise JobNotFoundError(f"job {job_id} not found in queue {name}")
+        if state in ("waiting", "active", "delayed") and job.finishedOn:
+            state = user_state(await queue.getJobState(job_id)) or state
         return job, state
 
     async def view(self, name: QueueName, job_id: str) -> JobView:
