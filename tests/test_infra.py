@@ -34,6 +34,8 @@ NOT_ON_GCP = {
     "GCS_SIGNING_CREDENTIALS_FILE": "local signing only; on GCP the IAM Credentials API signs",
     "S3_ENDPOINT_URL": "s3:// backends only; GCP uses gs://",
     "OPENAI_BASE_URL": "the client's default endpoint; set through var.extra_env for a gateway",
+    "BQ_EMULATOR_HOST": "local emulator only; on GCP the client talks to BigQuery itself",
+    "BQ_STORAGE_EMULATOR_HOST": "local emulator only",
 }
 NOT_ON_WORKER = {
     "GCS_SIGNING_SERVICE_ACCOUNT": "the worker never hands out signed upload URLs",

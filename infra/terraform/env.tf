@@ -37,22 +37,44 @@ locals {
     STORAGE_TIMEOUT_S = "5"
     MAX_UPLOAD_BYTES  = tostring(var.max_upload_bytes)
 
+    # HTTP API. AUTH_DISABLED is a local-only switch: always off here.
+    AUTH_DISABLED         = "false"
+    MAX_FILES_PER_REQUEST = "10"
+    IDEMPOTENCY_TTL_S     = "86400"
+    UPLOAD_URL_EXPIRY_S   = "3600"
+    REDIS_OP_TIMEOUT_S    = "5"
+
+    # Live progress and pages. An SSE stream ends well before the function's request timeout;
+    # EventSource reconnects and resumes from Last-Event-ID.
+    SSE_HEARTBEAT_S                    = "15"
+    SSE_MAX_STREAM_S                   = "300"
+    SSE_COUNTS_INTERVAL_S              = "0.5"
+    UPLOAD_PAGE_SIGNED_THRESHOLD_BYTES = tostring(8 * 1024 * 1024)
+
     # Documents and AI (the OpenAI key itself is a secret below).
     PDF_ENGINE             = "pypdfium2"
     CHUNK_TOKENS           = "500"
     CHUNK_OVERLAP          = "50"
     TOKENIZER_ENCODING     = "cl100k_base"
     EXTRACT_TIMEOUT_S      = "600"
+    PDF_REOPEN_PAGES       = "500"
     OPENAI_CHAT_MODEL      = var.openai_chat_model
     OPENAI_EMBEDDING_MODEL = var.openai_embedding_model
     OPENAI_MAX_RETRIES     = "5"
     OPENAI_TIMEOUT_S       = "120"
     JOB_TOKEN_BUDGET       = tostring(var.job_token_budget)
 
-    # Dataset sync.
-    SYNC_THRESHOLD = tostring(var.sync_threshold)
-    CHUNK_SIZE     = "50000"
-    CHUNK_DELAY_MS = "0"
+    # Dataset sync (BigQuery jobs run in our project; the source may live in another).
+    BQ_PROJECT          = var.project_id
+    BQ_DATASET          = var.bigquery_source_dataset
+    BQ_SCRATCH_DATASET  = google_bigquery_dataset.scratch.dataset_id
+    BQ_READ_API         = "storage"
+    BQ_TIMEOUT_S        = "60"
+    SYNC_THRESHOLD      = tostring(var.sync_threshold)
+    SYNC_MAX_RANGE_DAYS = "731"
+    SYNC_FORMAT         = "parquet"
+    CHUNK_SIZE          = "50000"
+    CHUNK_DELAY_MS      = "0"
   }
   app_env = merge(local.app_env_defaults, var.extra_env)
 

@@ -335,6 +335,17 @@ variable "bigquery_source_dataset" {
   }
 }
 
+variable "bigquery_location" {
+  description = "Location of the scratch dataset; must match the source dataset's (e.g. US, EU)."
+  type        = string
+  default     = "US"
+
+  validation {
+    condition     = length(var.bigquery_location) > 0
+    error_message = "bigquery_location must not be empty."
+  }
+}
+
 variable "openai_chat_model" {
   description = "OPENAI_CHAT_MODEL: model for summaries, themes and quotes."
   type        = string
