@@ -1,0 +1,55 @@
+"""GET /api/queues/events: what the dashboard needs to move without a reload, as Server-Sent
+Events over all queues' event streams: `counts` (the /api/queues overview: at once, then after
+each burst of state changes) and `progress` ({"queue", "id", "progress"} of any job)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from flask import Request, Response
+
+from heavylift.api.queue_admin import overview_of
+from heavylift.api.services import Services
+from heavylift.api.sse import Answer, sse_event, sse_response
+from heavylift.queue import QueueName
+from heavylift.queue.events import QueueEvent, QueueEventReader
+
+
+class CountsFollower:
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+
+    def _counts(self) -> str:
+        return sse_event("counts", self.svc.queues.run(overview_of).model_dump())
+
+    def opening(self) -> Answer:
+        return [self._counts()], False
+
+    def handle(self, events: list[QueueEvent]) -> Answer:
+        latest: dict[tuple[QueueName, str], str] = {}
+        changed = False
+        for event in events:
+            if event.name == "progress" and event.job_id is not None:
+                latest[event.queue, event.job_id] = event.fields.get("data", "0")
+            else:
+                changed = True
+        out = [sse_event("progress", {"queue": queue, "id": job_id, "progress": json.loads(data)})
+               for (queue, job_id), data in latest.items()]
+        if changed:
+            # Coalesce a burst (a thousand jobs finishing) into one count per interval; what
+            # arrives meanwhile is read next time round.
+            time.sleep(self.svc.settings.sse_counts_interval_s)
+            out.append(self._counts())
+        return out, False
+
+
+def queue_events(request: Request, svc: Services) -> Response:
+    settings = svc.settings
+    reader = QueueEventReader(settings, list(QueueName), settings.sse_heartbeat_s)
+    try:
+        reader.start_at_end()
+    except BaseException:
+        reader.close()
+        raise
+    return sse_response(CountsFollower(svc), reader, settings)
