@@ -87,6 +87,7 @@ def test_million_rows_sync_in_50k_chunks_through_the_worker(
     assert [p.key for p in manifest.parts][:2] == [
         f"datasets/{job_id}/part-00000.parquet", f"datasets/{job_id}/part-00001.parquet"]
     assert not (storage_root(bq_settings) / "datasets" / job_id / "checkpoint.json").exists()
+    assert worker.metric("heavylift_dataset_rows_total") == FORECAST_ROWS
 
 
 def test_sigkilled_sync_resumes_at_the_first_unwritten_chunk(

@@ -90,7 +90,7 @@ def test_generated_and_real_pdfs_end_to_end_with_rising_progress(
     queues: SyncQueues, settings: Settings, store: ObjectStore, start_worker: StartWorker,
     generated_pdf: Path, manuals: Path,
 ) -> None:
-    start_worker(STORAGE_URL=settings.storage_url, CPU_WORKERS="2")
+    worker = start_worker(STORAGE_URL=settings.storage_url, CPU_WORKERS="2")
     generated = queue_document(queues, store, settings, generated_pdf, "generated.pdf",
                                options=EVERYTHING)
     real = queue_document(queues, store, settings, manuals / "R-exts.pdf", "R-exts.pdf",
@@ -112,6 +112,7 @@ def test_generated_and_real_pdfs_end_to_end_with_rising_progress(
     pages = [json.loads(line) for line in outputs(store, generated.document_id)["pages.jsonl"]
              .decode().splitlines()]
     assert "Section 3: queues hand heavy work" in pages[2]["text"]
+    assert worker.metric("heavylift_document_pages_total") == 236 + 6
 
 
 def test_unusable_files_fail_at_once_and_scans_complete_with_ocr_pages(

@@ -183,14 +183,6 @@ def test_bad_setting_stops_start_up_with_one_line(env: dict[str, str], expected:
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # Prometheus sorts
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{{wanted}}} ") or (not labels and line.startswith(name + " ")):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name}{{{wanted}}} not in /metrics")
-
-
 def test_metrics_count_jobs_and_backlog(queues: SyncQueues, start_worker) -> None:
     worker = start_worker()
     done = [add(queues, "noop") for _ in range(3)]
@@ -201,13 +193,12 @@ def test_metrics_count_jobs_and_backlog(queues: SyncQueues, start_worker) -> Non
     queues.run(lambda q: q.pause(DIAG))
     for _ in range(4):
         add(queues, "noop", Priority.AI)
-    text = requests.get(f"http://127.0.0.1:{worker.port}/metrics", timeout=5).text
-    assert metric(text, "heavylift_jobs_completed_total", queue="diagnostics") == 3
-    assert metric(text, "heavylift_jobs_retried_total", queue="diagnostics") == 2
-    assert metric(text, "heavylift_jobs_failed_total", queue="diagnostics", final="true") == 1
-    assert metric(text, "heavylift_job_duration_seconds_count", queue="diagnostics") == 6
+    assert worker.metric("heavylift_jobs_completed_total", queue="diagnostics") == 3
+    assert worker.metric("heavylift_jobs_retried_total", queue="diagnostics") == 2
+    assert worker.metric("heavylift_jobs_failed_total", queue="diagnostics", final="true") == 1
+    assert worker.metric("heavylift_job_duration_seconds_count", queue="diagnostics") == 6
     # prioritized jobs in a paused queue: a wait-list-only scaler would see 0 here
-    assert metric(text, "heavylift_queue_backlog", queue="diagnostics") == 4
-    assert metric(text, "heavylift_queue_depth", queue="diagnostics", state="failed") == 1
-    assert metric(text, "heavylift_queue_depth", queue="diagnostics", state="prioritized") == 4
-    assert metric(text, "heavylift_active_jobs", queue="diagnostics") == 0
+    assert worker.metric("heavylift_queue_backlog", queue="diagnostics") == 4
+    assert worker.metric("heavylift_queue_depth", queue="diagnostics", state="failed") == 1
+    assert worker.metric("heavylift_queue_depth", queue="diagnostics", state="prioritized") == 4
+    assert worker.metric("heavylift_active_jobs", queue="diagnostics") == 0

@@ -10,6 +10,9 @@ import threading
 import time
 from typing import Any
 
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.servers import child_env, free_port, wait_for
 
 
@@ -56,6 +59,15 @@ class WorkerProcess:
     def wait_ready(self) -> WorkerProcess:
         self.wait_event("ready")
         return self
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample from the worker's /metrics (e.g. heavylift_jobs_completed_total)."""
+        text = requests.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        raise AssertionError(f"{name}{labels} not in /metrics")
 
     def signal(self, sig: signal.Signals) -> None:
         self.process.send_signal(sig)

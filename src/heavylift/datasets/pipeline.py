@@ -38,6 +38,7 @@ from heavylift.datasets.source import (
     read_chunk,
     result_table_ref,
 )
+from heavylift.runtime import metrics
 from heavylift.runtime.context import JobContext, PermanentJobError, Processor
 from heavylift.settings import Settings, load_settings
 from heavylift.storage import open_store
@@ -208,6 +209,7 @@ async def _drive(ctx: JobContext, sync: DatasetSync, spec: SyncSpec) -> SyncResu
             # Read the next chunk while this one is encoded and stored: two chunks in memory.
             pending = prefetch(index + 1)
             written = await asyncio.to_thread(sync.write, index, table)
+            metrics.DATASET_ROWS.inc(table.num_rows)
             del table
             ctx.set_progress(100 * written / max(1, sync.total_rows))
     finally:

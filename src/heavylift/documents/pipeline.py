@@ -42,6 +42,7 @@ from heavylift.documents.store import (
     DocumentFiles,
     StageTiming,
 )
+from heavylift.runtime import metrics
 from heavylift.runtime.context import JobContext, PermanentJobError
 from heavylift.settings import Settings, load_settings
 from heavylift.storage import ObjectInfo, ObjectNotFoundError, ObjectStore, StorageError, open_store
@@ -215,6 +216,7 @@ class _Run:
             raise EmptyDocumentError("The document contains no text.")
         parts = [self.files.local(f"pages-{index}.jsonl") for index in range(shards)]
         await asyncio.to_thread(_concatenate, parts, self.files.local(PAGES))
+        metrics.DOCUMENT_PAGES.inc(merged.page_count)
         return merged
 
     async def _chunk(self) -> ChunkSummary:
