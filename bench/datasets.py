@@ -14,20 +14,18 @@ from __future__ import annotations
 # isort: off
 import _paths  # noqa: F401 - first: fixes sys.path before anything imports `queue`
 # isort: on
-
 import argparse
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 from google.cloud.bigquery_storage_v1 import types
 
+from bench._rss import PeakRss
 from heavylift.datasets import seed, service
 from heavylift.datasets.clients import open_clients
 from heavylift.datasets.request import parse_request
@@ -39,32 +37,6 @@ from local.bq_emulator import launch
 from tests.servers import RedisServer, child_env, free_port, wait_for
 
 RANGE = {"startDate": "2024-01-01", "endDate": "2025-12-31"}
-
-
-class PeakRss:
-    """Peak resident memory of a process and its children, sampled in a thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            try:
-                tree = [self.process, *self.process.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in tree))
-            except psutil.Error:
-                continue
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def raw_read(settings: Settings, dataset: str) -> tuple[int, float]:
@@ -88,7 +60,7 @@ def raw_read(settings: Settings, dataset: str) -> tuple[int, float]:
 def sync(settings: Settings, queues: SyncQueues, dataset: str, worker_pid: int) -> dict[str, Any]:
     spec = parse_request({"datasetId": dataset, "environment": "production",
                           "volumeType": "inbound", "jobType": "forecast", **RANGE}, settings)
-    with PeakRss(worker_pid) as rss:
+    with PeakRss(worker_pid, every_s=0.02) as rss:
         started = time.perf_counter()
         job_id = service.enqueue(queues, spec, 0)
         wait_for(lambda: queues.run(lambda q: q.view(QueueName.DATASETS, job_id)).state

@@ -18,22 +18,19 @@ from __future__ import annotations
 # isort: off
 import _paths  # noqa: F401 - first: fixes sys.path before anything imports `queue`
 # isort: on
-
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
+from bench._rss import PeakRss
 
 SAMPLE_SECONDS = 0.01
 
@@ -137,16 +134,6 @@ def child_main(args: argparse.Namespace) -> None:
 # --- the parent ------------------------------------------------------------------------------
 
 
-def tree_rss(process: psutil.Process) -> int:
-    total, members = 0, []
-    with contextlib.suppress(psutil.Error):
-        members = [process, *process.children(recursive=True)]
-    for member in members:
-        with contextlib.suppress(psutil.Error):  # a pool process may exit between the calls
-            total += member.memory_info().rss
-    return total
-
-
 def measure(index: int, pdf: Path, warmup: Path, cpu_workers: int) -> dict[str, Any]:
     row = ROWS[index]
     with tempfile.TemporaryDirectory(prefix="hl-bench-") as scratch:
@@ -155,21 +142,9 @@ def measure(index: int, pdf: Path, warmup: Path, cpu_workers: int) -> dict[str, 
         command = [sys.executable, __file__, "--child", "--row", str(index), "--pdf", str(pdf),
                    "--warmup", str(warmup)]
         child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-        watched = psutil.Process(child.pid)
-        peak = 0
-        done = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not done.is_set():
-                peak = max(peak, tree_rss(watched))
-                time.sleep(SAMPLE_SECONDS)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        stdout, _ = child.communicate()
-        done.set()
-        sampler.join()
+        with PeakRss(child.pid, every_s=SAMPLE_SECONDS) as sampled:
+            stdout, _ = child.communicate()
+        peak = sampled.peak
         if child.returncode != 0:
             raise SystemExit(f"row {row.name!r} failed (exit {child.returncode})")
     out: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])

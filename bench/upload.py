@@ -12,12 +12,9 @@ from __future__ import annotations
 # isort: off
 import _paths  # noqa: F401 - first: fixes sys.path before anything imports `queue`
 # isort: on
-
 import argparse
-import contextlib
 import os
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +22,7 @@ from pathlib import Path
 import psutil
 import requests
 
+from bench._rss import PeakRss
 from heavylift.settings import Settings
 from heavylift.storage import open_store
 from tests.api_server import FunctionServer
@@ -32,31 +30,6 @@ from tests.servers import RedisServer
 from tests.storage_servers import BUCKET, FakeGcsServer, write_service_account
 
 MB = 1024 * 1024
-
-
-class PeakRss:
-    """Samples the RSS of one process until stopped."""
-
-    def __init__(self, process: psutil.Process) -> None:
-        self.process = process
-        self.idle = process.memory_info().rss
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(psutil.Error):
-                self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.005)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def backend(name: str, workdir: Path) -> dict[str, str]:
@@ -86,7 +59,7 @@ def measure(name: str, source: Path, redis_url: str, workdir: Path) -> dict[str,
         requests.get(f"{api.url}/api/documents/async-upload", timeout=30)  # warm up imports
         # gunicorn: the master only supervises; its one worker process handles the request.
         (worker,) = psutil.Process(api.process.pid).children()
-        with PeakRss(worker) as rss, source.open("rb") as body:
+        with PeakRss(worker.pid, children=False) as rss, source.open("rb") as body:
             started = time.perf_counter()
             answer = requests.post(f"{api.url}/api/documents/async-upload",
                                    files=[("files", (source.name, body))], timeout=300)

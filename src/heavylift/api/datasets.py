@@ -3,19 +3,16 @@ on `datasets` (202, read in CHUNK_SIZE chunks by the worker)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import Request, Response
 
 from heavylift.api.errors import ApiError, json_response, read_json
 from heavylift.api.services import Services
-from heavylift.datasets.errors import (
-    SourceAccessError,
-    SourceError,
-    SourceNotFoundError,
-    SourceQueryError,
-)
-from heavylift.datasets.request import SyncRequestError, parse_request
-from heavylift.datasets.service import SyncCompleted, start_sync
 from heavylift.queue import QueueName
+
+if TYPE_CHECKING:
+    from heavylift.datasets.errors import SourceError
 
 DATASETS = QueueName.DATASETS
 # Well-formed but unacceptable values (422); anything else is a malformed request (400), which
@@ -24,6 +21,8 @@ _SEMANTIC_FIELDS = {"startDate", "endDate", "chunkSize", "chunkDelayMs"}
 
 
 def _source_error(error: SourceError) -> ApiError:
+    from heavylift.datasets.errors import SourceAccessError, SourceNotFoundError, SourceQueryError
+
     if isinstance(error, SourceNotFoundError):
         return ApiError(404, "source_not_found", str(error))
     if isinstance(error, SourceQueryError):
@@ -34,6 +33,12 @@ def _source_error(error: SourceError) -> ApiError:
 
 
 def sync(request: Request, svc: Services) -> Response:
+    # Imported here: google-cloud-bigquery and pyarrow cost the api ~80 MB of RSS, and only this
+    # route needs them (bench/upload.py measures the function's memory).
+    from heavylift.datasets.errors import SourceError
+    from heavylift.datasets.request import SyncRequestError, parse_request
+    from heavylift.datasets.service import SyncCompleted, start_sync
+
     try:
         spec = parse_request(read_json(request), svc.settings)
     except SyncRequestError as error:

@@ -187,14 +187,7 @@ def demo(
         print(json.dumps(answer.json(), indent=2))
         if answer.status_code != 202:
             raise SystemExit(1)
-        job_id = answer.json()["jobs"][0]["jobId"]
-        with new_progress() as bar:
-            task = bar.add_task(f"job {job_id}", total=100, state="waiting")
-            view = Client(stack.api_url, None).wait(job_id, "documents", lambda v: bar.update(
-                task, completed=progress_of(v), state=v["state"]), timeout=300)
-        print(json.dumps(view, indent=2))
-        if view["state"] != "completed":
-            raise SystemExit(f"job failed: {view.get('failedReason')}")
+        view = follow(stack, answer.json()["jobs"][0]["jobId"], "documents", timeout=300)
         manifest = requests.get(
             f"{stack.api_url}/api/documents/{view['result']['documentId']}", timeout=10
         ).json()
@@ -215,14 +208,19 @@ def sync_dataset(stack: Stack, rows: int) -> None:
     if answer.status_code not in (200, 202):
         raise SystemExit(1)
     if answer.status_code == 202:
-        job_id = answer.json()["jobId"]
-        with new_progress() as bar:
-            task = bar.add_task(f"sync {job_id}", total=100, state="waiting")
-            view = Client(stack.api_url, None).wait(job_id, "datasets", lambda v: bar.update(
-                task, completed=progress_of(v), state=v["state"]), timeout=600)
-        print(json.dumps(view, indent=2))
-        if view["state"] != "completed":
-            raise SystemExit(f"sync failed: {view.get('failedReason')}")
+        follow(stack, answer.json()["jobId"], "datasets", timeout=600)
+
+
+def follow(stack: Stack, job_id: str, queue: str, timeout: float) -> dict[str, Any]:
+    """A progress bar until the job ends; print its view; stop the demo if it failed."""
+    with new_progress() as bar:
+        task = bar.add_task(f"{queue} job {job_id}", total=100, state="waiting")
+        view = Client(stack.api_url, None).wait(job_id, queue, lambda v: bar.update(
+            task, completed=progress_of(v), state=v["state"]), timeout=timeout)
+    print(json.dumps(view, indent=2))
+    if view["state"] != "completed":
+        raise SystemExit(f"{queue} job {job_id} failed: {view.get('failedReason')}")
+    return view
 
 
 if __name__ == "__main__":
