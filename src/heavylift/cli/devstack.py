@@ -199,9 +199,11 @@ def demo(
 def sync_dataset(stack: Stack, rows: int) -> None:
     """Seed the emulator, then sync two years of actuals: large enough to be a queued job."""
     stack.seed(rows)
-    body: dict[str, Any] = {"datasetId": "heavylift", "environment": "production", "volumeType": "inbound",
-            "jobType": "actuals", "startDate": "2024-01-01", "endDate": "2025-12-31",
-            "chunkSize": 5000}
+    body: dict[str, Any] = {
+        "datasetId": "heavylift", "environment": "production", "volumeType": "inbound",
+        "jobType": "actuals", "startDate": "2024-01-01", "endDate": "2025-12-31",
+        "chunkSize": 5000,
+    }
     answer = requests.post(f"{stack.api_url}/api/datasets/sync", json=body, timeout=300)
     console.print(f"POST /api/datasets/sync -> {answer.status_code}")
     print(json.dumps(answer.json(), indent=2))
