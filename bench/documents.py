@@ -16,7 +16,10 @@ peak of the sum. Rows:
 from __future__ import annotations
 
 # isort: off
-import _paths  # noqa: F401 - first: fixes sys.path before anything imports `queue`
+# First: fixes sys.path before anything imports `queue`. Pool processes re-run this file as
+# `__mp_main__` with the parent's sys.path, already fixed (and without this folder).
+if __name__ == "__main__":
+    import _paths  # noqa: F401
 # isort: on
 import argparse
 import asyncio

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import closing
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -31,11 +32,12 @@ from heavylift.datasets.sink import (
     now_ms,
 )
 from heavylift.datasets.source import (
+    Chunks,
     ResultTable,
     drop_result,
     find_result,
     materialize,
-    read_chunk,
+    read_chunks,
     result_table_ref,
 )
 from heavylift.runtime import metrics
@@ -119,14 +121,21 @@ class DatasetSync:
         self.sink.save(CHECKPOINT, manifest)
         return manifest
 
-    def read(self, index: int) -> pa.Table:
+    def chunks(self, first: int) -> Chunks:
+        """Chunks `first`.. in order, read through one stream where the source allows it."""
         if self._result is None:
             raise RuntimeError("DatasetSync.start() was not called")
-        started = time.monotonic()
-        size = self._state.chunkSize
-        table = read_chunk(self.clients, self._result, index * size, size)
-        self._state.timings.readMs += int((time.monotonic() - started) * 1000)
-        return table
+        source = read_chunks(self.clients, self._result, first, self._state.chunkSize)
+        try:
+            while True:
+                started = time.monotonic()
+                table = next(source, None)
+                self._state.timings.readMs += int((time.monotonic() - started) * 1000)
+                if table is None:
+                    return
+                yield table
+        finally:
+            source.close()
 
     def write(self, index: int, table: pa.Table) -> int:
         """Store chunk `index` and checkpoint it; returns the rows written so far."""
@@ -163,10 +172,11 @@ def run_blocking(settings: Settings, spec: SyncSpec, sync_id: str) -> SyncResult
     sync = DatasetSync(settings, spec, sync_id)
     try:
         first = sync.start(attempt=1)
-        for index in range(first, sync.chunk_count):
-            if index > first and spec.chunkDelayMs:
-                time.sleep(spec.chunkDelayMs / 1000)
-            sync.write(index, sync.read(index))
+        with closing(sync.chunks(first)) as chunks:
+            for index, table in enumerate(chunks, start=first):
+                if index > first and spec.chunkDelayMs:
+                    time.sleep(spec.chunkDelayMs / 1000)
+                sync.write(index, table)
         return sync.finish()
     finally:
         sync.close()
@@ -195,29 +205,46 @@ async def sync_dataset(ctx: JobContext) -> dict[str, Any]:
 async def _drive(ctx: JobContext, sync: DatasetSync, spec: SyncSpec) -> SyncResult:
     first = await asyncio.to_thread(sync.start, ctx.attempt)
     count = sync.chunk_count
+    chunks = sync.chunks(first)
 
-    def prefetch(index: int) -> asyncio.Future[pa.Table] | None:
-        return asyncio.ensure_future(asyncio.to_thread(sync.read, index)) if index < count else None
+    def read_next() -> asyncio.Future[pa.Table | None]:
+        return asyncio.ensure_future(asyncio.to_thread(next, chunks, None))
 
-    pending = prefetch(first)
+    pending: asyncio.Future[pa.Table | None] | None = read_next() if first < count else None
     try:
         for index in range(first, count):
             if index > first and spec.chunkDelayMs:
                 await asyncio.sleep(spec.chunkDelayMs / 1000)
             assert pending is not None
             table = await pending
+            if table is None:
+                raise RuntimeError(f"the source ended before chunk {index} of {count}")
             # Read the next chunk while this one is encoded and stored: two chunks in memory.
-            pending = prefetch(index + 1)
+            pending = read_next() if index + 1 < count else None
             written = await asyncio.to_thread(sync.write, index, table)
             metrics.DATASET_ROWS.inc(table.num_rows)
             del table
             ctx.set_progress(100 * written / max(1, sync.total_rows))
     finally:
-        if pending is not None:
-            pending.cancel()
+        _close_when_idle(chunks, pending)
     result = await asyncio.to_thread(sync.finish)
     ctx.set_progress(100)
     return result
+
+
+def _close_when_idle(chunks: Chunks, pending: asyncio.Future[Any] | None) -> None:
+    """Close the chunk iterator (cancelling its stream; no I/O) once no thread is inside it: a
+    read-ahead still running cannot be interrupted, only waited for."""
+
+    def close(done: asyncio.Future[Any] | None) -> None:
+        if done is not None and not done.cancelled():
+            done.exception()  # retrieved: the attempt already failed for another reason
+        chunks.close()
+
+    if pending is None or pending.done():
+        close(pending)
+    else:
+        pending.add_done_callback(close)
 
 
 PROCESSORS: dict[str, Processor] = {JOB_NAME: sync_dataset}

@@ -2,11 +2,14 @@
 
 Query results cannot be read through the Storage Read API everywhere (the emulator 404s), and a
 resumed job must read exactly the rows it has not written yet. So the query runs once into a
-result table of the sync's own (in BQ_SCRATCH_DATASET) with a 0-based row index, and every chunk
-is read from that fixed table:
+result table of the sync's own (in BQ_SCRATCH_DATASET) with a 0-based row index; chunk k is the
+rows with index in [k*size, (k+1)*size) of that fixed table:
 
-- Storage Read API: one read session per chunk restricted to its row-index range, Arrow batches
-  (stream offsets are not honoured by the emulator; a range restriction is exact everywhere);
+- Storage Read API: one read session (one stream) for every chunk left, restricted to index >=
+  the first one's start, its Arrow batches cut into chunks while they arrive in index order (the
+  emulator keeps it; BigQuery does not promise it). From the first chunk they do not: one session
+  per chunk restricted to its index range (stream offsets are not honoured by the emulator; a
+  range restriction is exact everywhere);
 - REST otherwise: `tabledata.list` from the chunk's first position, in pages of at most 10 MB.
 
 Every call runs inside `bigquery_errors`, so callers see SourceErrors only. All functions block:
@@ -15,8 +18,9 @@ the worker calls them through `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -25,6 +29,7 @@ import pyarrow as pa
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
+from heavylift.datasets.chunking import cut_chunks
 from heavylift.datasets.clients import BigQueryClients
 from heavylift.datasets.errors import SourceUnavailableError, bigquery_errors
 from heavylift.datasets.request import SyncSpec
@@ -36,6 +41,11 @@ from heavylift.datasets.sql import (
     query_parameters,
     source_table,
 )
+
+log = logging.getLogger("heavylift.datasets")
+
+# Chunks in order; close() it when stopping early: it may hold a read stream open.
+Chunks = Generator[pa.Table, None, None]
 
 # Result tables of syncs that died are left to expire.
 RESULT_TABLE_TTL = timedelta(days=1)
@@ -117,58 +127,107 @@ def drop_result(clients: BigQueryClients, ref: TableRef) -> None:
         clients.rest.delete_table(ref.table_id, not_found_ok=True, retry=clients.retry)
 
 
+def read_chunks(
+    clients: BigQueryClients, result: ResultTable, first: int, size: int
+) -> Chunks:
+    """Chunks first, first+1, ... of the result table, each as one Arrow table without metadata."""
+    count = -(-result.rows // size)
+    streamed = first
+    if clients.storage is not None and first < count:
+        for table in _stream_chunks(clients.storage, clients, result, first * size, size):
+            yield table
+            streamed += 1
+        if streamed < count:
+            # Rows came out of index order (or the stream ended early): slower, still exact.
+            log.warning("read stream stopped short: one read session per chunk", extra={
+                "event": "sync_stream_unordered", "table": result.ref.table_id,
+                "chunk": streamed})
+    for index in range(streamed, count):
+        yield read_chunk(clients, result, index * size, size)
+
+
+def _stream_chunks(
+    storage: Any, clients: BigQueryClients, result: ResultTable, start: int, size: int
+) -> Iterator[pa.Table]:
+    """Whole chunks from one session over rows start.. for as long as they arrive in order."""
+    with bigquery_errors(f"read rows {start}..{result.rows} of {result.ref.table_id}"):
+        session = _session(storage, clients, result, [ROW_INDEX, *result.columns],
+                           f"{ROW_INDEX} >= {start}")
+        stream = storage.read_rows(session.streams[0].name, retry=clients.retry)
+        try:
+            batches = record_batches(session_schema(session), stream)
+            for table in cut_chunks(batches, ROW_INDEX, start, size, result.rows):
+                yield _plain(table)
+        finally:
+            stream.cancel()
+
+
 def read_chunk(clients: BigQueryClients, result: ResultTable, start: int, size: int) -> pa.Table:
     """Rows [start, start + size) of the result table, as one Arrow table without metadata."""
     expected = max(0, min(size, result.rows - start))
     with bigquery_errors(f"read rows {start}..{start + expected} of {result.ref.table_id}"):
         if clients.storage is not None:
-            table = _read_storage(clients.storage, clients, result, start, expected)
+            session = _session(
+                clients.storage, clients, result, result.columns,
+                f"{ROW_INDEX} >= {start} AND {ROW_INDEX} < {start + expected}",
+            )
+            table = arrow_table(
+                session, clients.storage.read_rows(session.streams[0].name, retry=clients.retry)
+            )
         else:
             table = _read_rest(clients, result, start, expected)
     if table.num_rows != expected:
         raise SourceUnavailableError(
             f"{result.ref.table_id}: read {table.num_rows} rows at {start}, expected {expected}"
         )
-    # Drop the emulator's per-field DuckDB annotations and BigQuery's schema metadata.
+    return _plain(table)
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """Without the emulator's per-field DuckDB annotations and BigQuery's schema metadata."""
     plain = pa.schema([field.remove_metadata() for field in table.schema])
     return table.cast(plain).replace_schema_metadata(None)
 
 
-def _read_storage(
-    storage: Any, clients: BigQueryClients, result: ResultTable, start: int, count: int
-) -> pa.Table:
+def _session(
+    storage: Any, clients: BigQueryClients, result: ResultTable, fields: list[str],
+    restriction: str,
+) -> Any:
+    """A one-stream Arrow read session; `restriction` holds only integers we computed."""
     from google.cloud.bigquery_storage_v1 import types
 
-    options = types.ReadSession.TableReadOptions(
-        selected_fields=result.columns,
-        # Only integers we computed are formatted here, never request values.
-        row_restriction=f"{ROW_INDEX} >= {start} AND {ROW_INDEX} < {start + count}",
-    )
     session = storage.create_read_session(
         parent=f"projects/{clients.settings.bq_project}",
         read_session=types.ReadSession(
             table=result.ref.storage_path, data_format=types.DataFormat.ARROW,
-            read_options=options,
+            read_options=types.ReadSession.TableReadOptions(
+                selected_fields=fields, row_restriction=restriction),
         ),
         max_stream_count=1,
         retry=clients.retry,
     )
     if not session.streams:
-        raise SourceUnavailableError(f"{result.ref.table_id}: no read stream for rows at {start}")
-    return arrow_table(session, storage.read_rows(session.streams[0].name, retry=clients.retry))
+        raise SourceUnavailableError(f"{result.ref.table_id}: no read stream for {restriction}")
+    return session
+
+
+def session_schema(session: Any) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
+
+
+def record_batches(schema: pa.Schema, responses: Iterable[Any]) -> Iterator[pa.RecordBatch]:
+    """Decode a stream's ReadRowsResponses (Arrow IPC record batches) as they arrive."""
+    for response in responses:
+        if response.row_count:
+            yield pa.ipc.read_record_batch(
+                pa.py_buffer(response.arrow_record_batch.serialized_record_batch), schema
+            )
 
 
 def arrow_table(session: Any, responses: Iterable[Any]) -> pa.Table:
     """Decode a stream's ReadRowsResponses (Arrow IPC record batches) into one table."""
-    schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
-    batches = [
-        pa.ipc.read_record_batch(
-            pa.py_buffer(response.arrow_record_batch.serialized_record_batch), schema
-        )
-        for response in responses
-        if response.row_count
-    ]
-    return pa.Table.from_batches(batches, schema=schema)
+    schema = session_schema(session)
+    return pa.Table.from_batches(list(record_batches(schema, responses)), schema=schema)
 
 
 def _read_rest(clients: BigQueryClients, result: ResultTable, start: int, count: int) -> pa.Table:

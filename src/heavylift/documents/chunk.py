@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import tiktoken
 from pydantic import BaseModel, ConfigDict
 
 from heavylift.documents.extract import Page
-from heavylift.documents.jsonl import read_jsonl, write_jsonl
+from heavylift.documents.jsonl import iter_jsonl, write_jsonl
 from heavylift.documents.tokenizer import get_encoding
 
 DEFAULT_ENCODING = "cl100k_base"
@@ -29,6 +29,8 @@ _WHITESPACE_BYTES = frozenset(b" \t\n\r\x0b\x0c")
 _ID_DIGITS = 12
 
 BoolArray = npt.NDArray[np.bool_]
+# Token ids fit in 32 bits (cl100k_base and o200k_base have < 2**18): half the memory of int64.
+TokenArray = npt.NDArray[np.int32]
 
 
 class Chunk(BaseModel):
@@ -52,7 +54,7 @@ class Chunk(BaseModel):
 
 
 def chunk_pages(
-    pages: Sequence[Page],
+    pages: Iterable[Page],
     *,
     document_id: str,
     max_tokens: int = 500,
@@ -61,51 +63,80 @@ def chunk_pages(
 ) -> list[Chunk]:
     """Split the pages' text into chunks of at most `max_tokens`, consecutive ones sharing
     about `overlap` tokens (at least `overlap` where the text allows a clean cut)."""
+    return list(
+        iter_chunks(
+            pages, document_id=document_id, max_tokens=max_tokens, overlap=overlap,
+            encoding=encoding,
+        )
+    )
+
+
+def iter_chunks(
+    pages: Iterable[Page],
+    *,
+    document_id: str,
+    max_tokens: int = 500,
+    overlap: int = 50,
+    encoding: str = DEFAULT_ENCODING,
+) -> Iterator[Chunk]:
+    """`chunk_pages` one chunk at a time: only the token ids stay in memory, not the pages'
+    text (read as the pages stream in) nor the chunks (written as they are made)."""
     if not 0 <= overlap < max_tokens:
         raise ValueError("overlap must be at least 0 and below max_tokens")
     enc = get_encoding(encoding)
     numbers, starts, tokens = _encode_pages(enc, pages)
     if not len(tokens):
-        return []
+        return
     word_start, char_start = _boundary_tables(encoding)
     clean = np.append(word_start[tokens], True)
     clean[starts] = True
     splitter = _Splitter(enc, tokens, clean, np.append(char_start[tokens], True))
-    chunks: list[Chunk] = []
-    start, total = 0, len(tokens)
+    start, total, index = 0, len(tokens), 0
     while True:
         end, text, count = splitter.window(start, max_tokens, max(1, max_tokens // 10))
         offsets = _page_offsets(enc, tokens, numbers, starts, start, end, len(text))
-        chunks.append(
-            _make_chunk(document_id, encoding, len(chunks), text, count, start, end, offsets)
-        )
+        yield _make_chunk(document_id, encoding, index, text, count, start, end, offsets)
         if end >= total:
-            return chunks
+            return
+        index += 1
         next_start = splitter.overlap_start(end, overlap, max(1, overlap // 2)) if overlap else end
         start = max(next_start, start + 1)
 
 
 def _encode_pages(
-    enc: tiktoken.Encoding, pages: Sequence[Page]
-) -> tuple[list[int], npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    enc: tiktoken.Encoding, pages: Iterable[Page]
+) -> tuple[list[int], npt.NDArray[np.intp], TokenArray]:
     """Page numbers, each page's first token, and all tokens. Pages are stripped and joined by
     a blank line: the separator ends a piece and the next page starts with a non-space, so
     encoding page by page gives exactly the tokens of the joined text."""
-    texts = [(page.number, page.text.strip()) for page in pages]
-    texts = [(number, text) for number, text in texts if text]
     numbers: list[int] = []
     starts: list[int] = []
     # One small array per page: a single list of Python ints would cost ~36 bytes per token.
-    encoded: list[npt.NDArray[np.int64]] = []
+    encoded: list[TokenArray] = []
     total = 0
-    for position, (number, text) in enumerate(texts):
+    for number, text, last in _nonempty_pages(pages):
         numbers.append(number)
         starts.append(total)
-        separator = PAGE_SEPARATOR if position < len(texts) - 1 else ""
-        encoded.append(np.asarray(enc.encode_ordinary(text + separator), dtype=np.int64))
+        separator = "" if last else PAGE_SEPARATOR
+        encoded.append(np.asarray(enc.encode_ordinary(text + separator), dtype=np.int32))
         total += len(encoded[-1])
-    tokens = np.concatenate(encoded) if encoded else np.zeros(0, dtype=np.int64)
+    tokens = np.concatenate(encoded) if encoded else np.zeros(0, dtype=np.int32)
     return numbers, np.asarray(starts, dtype=np.intp), tokens
+
+
+def _nonempty_pages(pages: Iterable[Page]) -> Iterator[tuple[int, str, bool]]:
+    """(number, stripped text, is the last such page) of the pages with text; one page of
+    look-ahead, as the last page gets no separator."""
+    held: tuple[int, str] | None = None
+    for page in pages:
+        text = page.text.strip()
+        if not text:
+            continue
+        if held is not None:
+            yield *held, False
+        held = (page.number, text)
+    if held is not None:
+        yield *held, True
 
 
 @lru_cache(maxsize=4)
@@ -134,7 +165,7 @@ class _Splitter:
     def __init__(
         self,
         enc: tiktoken.Encoding,
-        tokens: npt.NDArray[np.int64],
+        tokens: TokenArray,
         clean: BoolArray,
         char_start: BoolArray,
     ) -> None:
@@ -181,7 +212,7 @@ class _Splitter:
 
 def _page_offsets(
     enc: tiktoken.Encoding,
-    tokens: npt.NDArray[np.int64],
+    tokens: TokenArray,
     numbers: list[int],
     starts: npt.NDArray[np.intp],
     start: int,
@@ -241,11 +272,19 @@ def chunk_jsonl(
     report: Callable[[float], None] | None = None,
 ) -> ChunkSummary:
     """Process-pool entry point: the pages of `pages_file` chunked into `out` (JSON Lines)."""
-    pages = read_jsonl(pages_file, Page)
-    chunks = chunk_pages(
-        pages, document_id=document_id, max_tokens=max_tokens, overlap=overlap, encoding=encoding
+    tokens = 0
+
+    def counted(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        nonlocal tokens
+        for chunk in chunks:
+            tokens += chunk.tokens
+            yield chunk
+
+    chunks = iter_chunks(
+        iter_jsonl(pages_file, Page), document_id=document_id, max_tokens=max_tokens,
+        overlap=overlap, encoding=encoding,
     )
-    write_jsonl(out, chunks)
+    count = write_jsonl(out, counted(chunks))
     if report is not None:
         report(1.0)
-    return ChunkSummary(chunks=len(chunks), tokens=sum(chunk.tokens for chunk in chunks))
+    return ChunkSummary(chunks=count, tokens=tokens)

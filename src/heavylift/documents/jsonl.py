@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,5 +23,12 @@ def write_jsonl(path: Path, items: Iterable[BaseModel]) -> int:
 
 
 def read_jsonl(path: Path, model: type[ModelT]) -> list[ModelT]:
+    return list(iter_jsonl(path, model))
+
+
+def iter_jsonl(path: Path, model: type[ModelT]) -> Iterator[ModelT]:
+    """One item at a time: a stage that streams never holds the whole file's objects."""
     with path.open(encoding="utf-8", newline="\n") as source:
-        return [model.model_validate_json(line) for line in source if line.strip()]
+        for line in source:
+            if line.strip():
+                yield model.model_validate_json(line)
