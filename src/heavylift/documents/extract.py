@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -51,6 +52,33 @@ def extract_pages(
 ) -> ExtractResult:
     """Pages of the document at `path` (of one shard of a PDF's pages, to extract in parallel);
     raises a DocumentError subclass for unusable files."""
+    extraction = _extraction(path, engine, shard, reopen_every, report)
+    pages = list(extraction.pages)
+    return ExtractResult(
+        document_type=extraction.document_type,
+        engine=extraction.engine,
+        page_count=extraction.page_count,
+        pages=pages,
+        needs_ocr=extraction.needs_ocr,
+    )
+
+
+@dataclass
+class _Extraction:
+    document_type: DocumentType
+    engine: Engine
+    page_count: int
+    pages: Iterator[Page]  # read lazily, so a caller can stream them
+    needs_ocr: list[int]  # complete once `pages` is exhausted
+
+
+def _extraction(
+    path: Path,
+    engine: PdfEngine,
+    shard: Shard,
+    reopen_every: int,
+    report: ProgressReport | None,
+) -> _Extraction:
     document_type = detect_type(path)
     if document_type is not DocumentType.PDF:
         if shard != WHOLE:
@@ -58,13 +86,7 @@ def extract_pages(
         pages = _text_pages(path)
         if report is not None:
             report(1.0)
-        return ExtractResult(
-            document_type=document_type,
-            engine="text",
-            page_count=len(pages),
-            pages=pages,
-            needs_ocr=[],
-        )
+        return _Extraction(document_type, "text", len(pages), iter(pages), [])
     if engine == "pypdfium2":
         source = open_pdfium(path, reopen_every, shard)
     else:
@@ -72,19 +94,20 @@ def extract_pages(
         from heavylift.documents.pdf_pypdf import open_pypdf
 
         source = open_pypdf(path, shard)
-    pages, needs_ocr = [], []
+    needs_ocr: list[int] = []
+    return _Extraction(
+        document_type, engine, source.page_count, _normalized(source, report, needs_ocr), needs_ocr
+    )
+
+
+def _normalized(
+    source: PageSource, report: ProgressReport | None, needs_ocr: list[int]
+) -> Iterator[Page]:
     for raw in _reporting(source, report):
         text = normalize_text(raw.text)
-        pages.append(Page(number=raw.number, text=text, chars=len(text)))
         if raw.has_images:
             needs_ocr.append(raw.number)
-    return ExtractResult(
-        document_type=document_type,
-        engine=engine,
-        page_count=source.page_count,
-        pages=pages,
-        needs_ocr=needs_ocr,
-    )
+        yield Page(number=raw.number, text=text, chars=len(text))
 
 
 def _reporting(source: PageSource, report: ProgressReport | None) -> Iterator[RawPage]:
@@ -132,15 +155,25 @@ def extract_to_jsonl(
     reopen_every: int = REOPEN_EVERY,
     report: ProgressReport | None = None,
 ) -> ExtractSummary:
-    """Process-pool entry point: one shard's pages written to `out` as JSON Lines."""
-    result = extract_pages(path, engine, shard=shard, reopen_every=reopen_every, report=report)
-    write_jsonl(out, result.pages)
+    """Process-pool entry point: one shard's pages written to `out` as JSON Lines, as they are
+    read (a shard's pages never sit in memory all at once)."""
+    extraction = _extraction(path, engine, shard, reopen_every, report)
+    text_pages = chars = 0
+
+    def counted(pages: Iterator[Page]) -> Iterator[Page]:
+        nonlocal text_pages, chars
+        for page in pages:
+            text_pages += bool(page.text.strip())
+            chars += page.chars
+            yield page
+
+    count = write_jsonl(out, counted(extraction.pages))
     return ExtractSummary(
-        document_type=result.document_type,
-        engine=result.engine,
-        page_count=result.page_count,
-        pages=len(result.pages),
-        text_pages=sum(1 for page in result.pages if page.text.strip()),
-        chars=sum(page.chars for page in result.pages),
-        needs_ocr=result.needs_ocr,
+        document_type=extraction.document_type,
+        engine=extraction.engine,
+        page_count=extraction.page_count,
+        pages=count,
+        text_pages=text_pages,
+        chars=chars,
+        needs_ocr=extraction.needs_ocr,
     )
