@@ -111,3 +111,17 @@ def start_api(env: dict[str, str], workdir: Path) -> Api:
     events = FunctionServer("on_upload_finalized", full, workdir / "events.log",
                             signature="cloudevent").start()
     return Api(http, events, full)
+
+
+def run_cli(
+    api: Api | None, *args: str, key: str | None = API_KEY
+) -> subprocess.CompletedProcess[str]:
+    """The `heavylift` CLI against `api` (None: a closed port), as a user runs it."""
+    binary = shutil.which("heavylift", path=str(Path(sys.executable).parent))
+    assert binary is not None
+    env = {"HEAVYLIFT_URL": api.http.url if api else f"http://127.0.0.1:{free_port()}",
+           "COLUMNS": "200"}
+    if key:
+        env["HEAVYLIFT_API_KEY"] = key
+    return subprocess.run([binary, *args], env=child_env(**env), capture_output=True, text=True,
+                          timeout=180)

@@ -3,6 +3,7 @@ emulator: inline below SYNC_THRESHOLD, queued at or above it, strict validation,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from heavylift.datasets import service
 from heavylift.datasets.request import parse_request
 from heavylift.settings import Settings
 from local.bq_emulator import BigQueryEmulator
-from tests.api_server import Api, start_api
+from tests.api_server import Api, run_cli, start_api
 from tests.dataset_checks import DATASET
 from tests.servers import RedisServer
 
@@ -105,3 +106,17 @@ def test_unknown_dataset_and_malformed_json(fresh: Api) -> None:
     assert malformed.status_code == 400 and malformed.json()["code"] == "malformed_json"
     unknown = fresh.session.get(fresh.url(SYNC), params={"jobId": "ds-nope"}, timeout=10)
     assert unknown.status_code == 404
+
+
+def test_cli_datasets_sync_waits_for_the_queued_job(
+    fresh: Api, bq_seeded: BigQueryEmulator, counts: dict[str, int], start_worker
+) -> None:
+    start_worker(STORAGE_URL=fresh.env["STORAGE_URL"], **bq_seeded.env())
+    synced = run_cli(fresh, "datasets", "sync", "--dataset-id", DATASET,
+                     "--environment", "production", "--volume-type", "inbound",
+                     "--start-date", TWO_YEARS["startDate"], "--end-date", TWO_YEARS["endDate"],
+                     "--job-type", "actuals", "--wait")
+    assert synced.returncode == 0, synced.stderr
+    answer = json.loads(synced.stdout)
+    assert answer["mode"] == "queued" and answer["view"]["state"] == "completed"
+    assert answer["view"]["result"]["totalRows"] == counts["two_years"]
