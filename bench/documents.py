@@ -11,6 +11,9 @@ peak of the sum. Rows:
 - pipeline: `process_document` as the worker runs it (file:// storage, process pool of
   CPU_WORKERS, warm), extract + chunk + local hashing embeddings, all outputs stored;
 - the same with PDF_REOPEN_PAGES=100, with local analysis too, and with the pypdf engine.
+
+The first two rows run REPEAT times, interleaved, and report their fastest run (peak RSS: the
+highest of the runs); the others run once.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._rss import PeakRss
-
 SAMPLE_SECONDS = 0.01
+# Headline rows (raw, full pipeline) run this many times, interleaved, and report their fastest
+# run: the machine is shared, and a ratio of two single runs mostly measures the neighbours.
+REPEAT = 3
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,9 @@ def child_main(args: argparse.Namespace) -> None:
 
 
 def measure(index: int, pdf: Path, warmup: Path, cpu_workers: int) -> dict[str, Any]:
+    # Here, not at the top: pool processes re-run this file and the worker's do not have psutil.
+    from bench._rss import PeakRss
+
     row = ROWS[index]
     with tempfile.TemporaryDirectory(prefix="hl-bench-") as scratch:
         env = {**os.environ, "STORAGE_URL": f"file://{scratch}/storage",
@@ -159,6 +166,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pdf", type=Path, default=None)
     parser.add_argument("--cpu-workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeat", type=int, default=REPEAT,
+                        help="runs of the raw and full-pipeline rows (fastest reported)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--row", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=Path, default=None, help=argparse.SUPPRESS)
@@ -172,8 +181,15 @@ def main() -> None:
     pdf = args.pdf or manuals / "fullrefman.pdf"
     warmup = manuals / "R-data.pdf"
     print(f"{pdf.name}: {pdf.stat().st_size / 2**20:.1f} MB, CPU_WORKERS={args.cpu_workers}, "
-          f"{os.cpu_count()} CPUs\n")
-    rows = [measure(index, pdf, warmup, args.cpu_workers) for index in range(len(ROWS))]
+          f"{os.cpu_count()} CPUs; first two rows: fastest of {args.repeat} interleaved runs, "
+          "peak RSS the highest of them\n")
+    runs: dict[int, list[dict[str, Any]]] = {index: [] for index in range(len(ROWS))}
+    for _ in range(args.repeat):
+        for index in (0, 1):
+            runs[index].append(measure(index, pdf, warmup, args.cpu_workers))
+    for index in range(2, len(ROWS)):
+        runs[index].append(measure(index, pdf, warmup, args.cpu_workers))
+    rows = [_best(runs[index]) for index in range(len(ROWS))]
     raw_rate = rows[0]["pages"] / rows[0]["seconds"]
     print("| run | pages | seconds | pages/s | vs raw pypdfium2 | peak RSS, all processes (MB) |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -186,6 +202,12 @@ def main() -> None:
         if "timings" in out:
             stages = ", ".join(f"{name} {seconds:.2f}" for name, seconds in out["timings"].items())
             print(f"- {row.name.strip()}: {stages}; result {out['result']}")
+
+
+def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest run, with the highest peak RSS of all runs (memory is not luck)."""
+    best = min(runs, key=lambda out: out["seconds"])
+    return {**best, "peak_mb": max(out["peak_mb"] for out in runs)}
 
 
 if __name__ == "__main__":

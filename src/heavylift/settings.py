@@ -16,6 +16,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PositiveMs = Annotated[int, Field(gt=0)]
 
+# Dataset chunk limits, for the settings and for each request (a chunk is held in memory whole;
+# a delay holds a worker slot).
+MIN_CHUNK_SIZE = 1_000
+MAX_CHUNK_SIZE = 200_000
+MAX_CHUNK_DELAY_MS = 10_000
+
 
 class SettingsError(ValueError):
     """A configuration value is wrong; the message is one line naming the variable."""
@@ -167,8 +173,12 @@ class Settings(BaseSettings):
     sync_threshold: int = Field(
         10_000, ge=0, description="Syncs of fewer rows run inline in the HTTP request.",
     )
-    chunk_size: int = Field(50_000, ge=1000, le=200_000, description="Rows per part file.")
-    chunk_delay_ms: int = Field(0, ge=0, le=60_000, description="Pause between chunks.")
+    chunk_size: int = Field(
+        50_000, ge=MIN_CHUNK_SIZE, le=MAX_CHUNK_SIZE, description="Rows per part file."
+    )
+    chunk_delay_ms: int = Field(
+        0, ge=0, le=MAX_CHUNK_DELAY_MS, description="Pause between chunks."
+    )
     sync_max_range_days: int = Field(
         731, ge=1, le=36_600, description="Longest startDate..endDate range a sync accepts.",
     )

@@ -89,10 +89,11 @@ def hashing_embeddings(texts: Sequence[str], dimensions: int = EMBEDDING_DIMENSI
         words = _EMBED_TOKEN.findall(text.lower())
         if not words:
             continue
-        for word in set(words).difference(bucket_of):
-            bucket_of[word] = zlib.crc32(word.encode())
-        # map() over a bound method: no Python frame per word (most of this function's time).
-        hashed = np.fromiter(map(bucket_of.__getitem__, words), dtype=np.int64, count=len(words))
+        hashed = np.fromiter(
+            (bucket_of.get(w) or bucket_of.setdefault(w, zlib.crc32(w.encode())) for w in words),
+            dtype=np.int64,
+            count=len(words),
+        )
         signs = np.where(hashed & sign_bit, 1.0, -1.0)
         vectors[row] = np.bincount(hashed % dimensions, weights=signs, minlength=dimensions)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)

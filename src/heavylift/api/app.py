@@ -46,6 +46,9 @@ _ROUTES: dict[str, tuple[Handler, bool]] = {
     "asset": (pages.asset, False),
 }
 
+# EventSource cannot send headers: these streams also take the key as `?key=`.
+_STREAMS = {"job_events", "queue_events"}
+
 URLS = Map([
     Rule("/api/documents/async-upload", methods=["POST"], endpoint="upload"),
     Rule("/api/documents/async-upload", methods=["GET"], endpoint="upload_status"),
@@ -86,7 +89,7 @@ def handle_http(request: Request) -> Response:
         endpoint, args = URLS.bind_to_environ(request.environ).match()
         handler, needs_key = _ROUTES[endpoint]
         if needs_key:
-            require_api_key(request, svc.settings)
+            require_api_key(request, svc.settings, allow_query=endpoint in _STREAMS)
         _limit_body(request, svc)
         response: Response = handler(request, svc, **args)
     except Exception as error:

@@ -1,7 +1,7 @@
 """API keys (keys from API_KEYS); AUTH_DISABLED: local only.
 
-A key is presented as `Authorization: Bearer <key>` or, for what a browser cannot give headers
-to (EventSource, page loads), as a `key` query parameter or the `heavylift_key` cookie. A page
+A key comes as `Authorization: Bearer <key>`, or the `heavylift_key` cookie, or (only where a
+browser cannot send headers: EventSource streams, page loads) a `key` query parameter. A page
 opened with `?key=` sets that cookie (HttpOnly, SameSite=Strict: other sites' forms cannot ride
 on it) and redirects to the same URL without the key.
 """
@@ -19,22 +19,27 @@ KEY_COOKIE = "heavylift_key"
 KEY_PARAM = "key"
 
 
-def presented_key(request: Request) -> str | None:
+def presented_key(request: Request, allow_query: bool) -> str | None:
+    """`allow_query` only where a browser cannot send headers (EventSource): a key in a URL
+    ends up in request logs."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return request.args.get(KEY_PARAM) or request.cookies.get(KEY_COOKIE) or None
+    from_query = request.args.get(KEY_PARAM) if allow_query else None
+    return from_query or request.cookies.get(KEY_COOKIE) or None
 
 
 def key_is_valid(key: str, settings: Settings) -> bool:
-    # Compare against every key in constant time so timing does not reveal a prefix.
-    return any(hmac.compare_digest(key, known) for known in settings.api_key_set())
+    # Compare against every key in constant time so timing does not reveal a prefix; as bytes,
+    # since compare_digest refuses non-ASCII str (a 500 where a 401 is due).
+    given = key.encode()
+    return any(hmac.compare_digest(given, known.encode()) for known in settings.api_key_set())
 
 
-def require_api_key(request: Request, settings: Settings) -> None:
+def require_api_key(request: Request, settings: Settings, allow_query: bool = False) -> None:
     if settings.auth_disabled:
         return
-    key = presented_key(request)
+    key = presented_key(request, allow_query)
     if key is None:
         raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'")
     if not key_is_valid(key, settings):

@@ -22,7 +22,7 @@ from heavylift.documents.intake import (
 )
 from heavylift.queue import JobNotFoundError, Priority, QueueName
 from heavylift.storage import ObjectNotFoundError, SignedUpload
-from heavylift.storage.local import metadata_from_headers, verify_local_upload
+from heavylift.storage.local import LocalStore, metadata_from_headers, verify_local_upload
 
 DOCS = QueueName.DOCUMENTS
 ALLOWED_TYPES = {"application/pdf", "text/plain", "text/markdown"}
@@ -132,6 +132,8 @@ def upload_url(request: Request, svc: Services) -> Response:
 def local_put(request: Request, svc: Services) -> Response:
     """PUT /api/storage/upload: the file:// stand-in for a bucket's signed URL; on success it
     enqueues like the bucket's finalize event would."""
+    if not isinstance(svc.store, LocalStore):  # buckets take their signed PUTs themselves
+        raise ApiError(404, "not_found", "local uploads are only served for file:// storage")
     key = request.args.get("key", "")
     size = request.content_length
     if size is None:

@@ -16,7 +16,9 @@ from heavylift.documents.intake import TooLargeError, UploadInProgressError
 from heavylift.queue import JobNotFoundError, JobStateError, QueueUnavailableError
 from heavylift.storage import (
     InvalidKeyError,
+    InvalidMetadataError,
     ObjectNotFoundError,
+    StorageError,
     StorageUnavailableError,
     UploadSignatureError,
 )
@@ -44,6 +46,8 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (DocumentError, 422, "bad_document"),
     (UploadSignatureError, 401, "bad_signature"),
     (InvalidKeyError, 400, "bad_key"),
+    (InvalidMetadataError, 400, "bad_metadata"),
+    (StorageError, 503, "storage_error"),  # last: the storage errors above are more precise
 ]
 
 

@@ -13,7 +13,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from heavylift.api.services import Services, services
-from heavylift.documents.intake import DocumentJobData, UploadOptions, document_id_of
+from heavylift.documents.intake import (
+    QUEUED_HERE,
+    DocumentJobData,
+    UploadOptions,
+    document_id_of,
+)
 
 log = logging.getLogger("heavylift.events")
 
@@ -41,6 +46,10 @@ def enqueue_finalized(
     document_id = document_id_of(key)
     if document_id is None:
         log.info("ignored object outside uploads/", extra={"event": "ignored", "object": key})
+        return None
+    if metadata.items() >= QUEUED_HERE.items():
+        log.info("ignored upload already queued by the api", extra={
+            "event": "ignored", "object": key})
         return None
     data = DocumentJobData(
         documentId=document_id, objectKey=key, filename=key.rsplit("/", 1)[-1], size=size,

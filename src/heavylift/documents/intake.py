@@ -6,6 +6,7 @@ object-finalize event (uploads that went straight to the bucket).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -21,13 +22,16 @@ from heavylift.documents.errors import DocumentError, EmptyDocumentError
 from heavylift.queue import Priority, QueueName, Queues, QueueUnavailableError, SyncQueues
 from heavylift.queue.idempotency import Claim
 from heavylift.settings import Settings
-from heavylift.storage import ObjectStore, StorageError
+from heavylift.storage import ObjectStore
 
 log = logging.getLogger("heavylift.intake")
 
 UPLOAD_PREFIX = "uploads/"
 JOB_NAME = "process"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+# Set on objects whose job this module queued itself: the bucket's finalize event for them
+# (fired on GCP for every write) must not queue a second job.
+QUEUED_HERE = {"queued-by": "api"}
 _FLAG_KEYS = {"useAI": "use-ai", "generateSummary": "generate-summary",
               "generateEmbeddings": "generate-embeddings"}
 
@@ -160,25 +164,27 @@ class Intake:
         if not claim.take():
             raise UploadInProgressError("the same upload is being accepted right now; retry")
         object_key = upload_key(document_id, filename)
+        accepted: AcceptedUpload | None = None
         try:
             self.store.put_stream(object_key, stream, "application/octet-stream",
-                                  {**options.metadata(), "sha256": sha256})
-        except StorageError:
-            claim.release()
-            raise
-        data = DocumentJobData(documentId=document_id, objectKey=object_key,
-                               filename=safe_filename(filename), size=size, options=options,
-                               sha256=sha256)
-        try:
-            job_id = self.enqueue(data)
-        except QueueUnavailableError:
-            # Redis went away after the bytes landed: remove them, nothing is half-accepted.
-            self.store.delete(object_key)
-            raise
-        accepted = AcceptedUpload(jobId=job_id, filename=data.filename, size=size,
-                                  documentId=document_id)
-        claim.complete(accepted.model_dump(exclude={"duplicate"}))
-        return accepted
+                                  {**options.metadata(), "sha256": sha256, **QUEUED_HERE})
+            data = DocumentJobData(documentId=document_id, objectKey=object_key,
+                                   filename=safe_filename(filename), size=size,
+                                   options=options, sha256=sha256)
+            try:
+                job_id = self.enqueue(data)
+            except QueueUnavailableError:
+                # Redis went away after the bytes landed: remove them, nothing is half-accepted.
+                self.store.delete(object_key)
+                raise
+            accepted = AcceptedUpload(jobId=job_id, filename=data.filename, size=size,
+                                      documentId=document_id)
+            claim.complete(accepted.model_dump(exclude={"duplicate"}))
+            return accepted
+        finally:
+            if accepted is None:  # a retry with the same key must not wait for the claim
+                with contextlib.suppress(QueueUnavailableError):
+                    claim.release()
 
     def enqueue(
         self, data: DocumentJobData, priority: Priority | None = None, job_id: str | None = None

@@ -15,6 +15,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import tiktoken
+from tiktoken_ext.openai_public import ENCODING_CONSTRUCTORS  # type: ignore[import-untyped]
 
 SHIPPED_ENCODINGS = ("cl100k_base", "o200k_base")
 _BLOB_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
@@ -23,9 +24,16 @@ _BLOB_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoke
 @lru_cache(maxsize=4)
 def get_encoding(name: str) -> tiktoken.Encoding:
     """A tiktoken encoding, installed from the shipped files first when we have them."""
-    if name in SHIPPED_ENCODINGS:
-        install_shipped_encoding(name, tiktoken_cache_dir())
-    return tiktoken.get_encoding(name)
+    if name not in SHIPPED_ENCODINGS:
+        return tiktoken.get_encoding(name)
+    install_shipped_encoding(name, tiktoken_cache_dir())
+    spec = ENCODING_CONSTRUCTORS[name]()
+    encoding = tiktoken.Encoding(**spec)
+    # The Rust core holds its own copy of the ranks; tiktoken keeps this Python one (~18 MB for
+    # cl100k_base) only to pickle the encoding. Every pool process that has chunked keeps its
+    # encoding: without the copy, two of them fit the worker's memory budget.
+    spec["mergeable_ranks"].clear()
+    return encoding
 
 
 def tiktoken_cache_dir() -> Path:

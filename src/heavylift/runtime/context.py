@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -12,6 +13,7 @@ from heavylift.queue import QueueName
 from heavylift.runtime.offload import CpuPool
 
 T = TypeVar("T")
+log = logging.getLogger("heavylift.worker")
 
 Processor = Callable[["JobContext"], Awaitable[Any]]
 # Processors per queue, by job name.
@@ -65,10 +67,16 @@ class JobContext:
             self._writer = asyncio.ensure_future(self._write_progress())
 
     async def _write_progress(self) -> None:
+        """Best effort: a lost progress write must never fail a job that did its work."""
         while int(self._wanted) > int(self._shown) or (self._wanted == 100 > self._shown):
             value = self._wanted
             shown = int(value) if value == int(value) else value
-            await self.job.updateProgress(shown)
+            try:
+                await self.job.updateProgress(shown)
+            except Exception as error:  # Redis hiccup: the next update or the result catches up
+                log.warning("progress not recorded", extra={
+                    "event": "progress_lost", "jobId": self.id, "reason": str(error)})
+                return
             self._shown = value
 
     async def flush_progress(self) -> None:

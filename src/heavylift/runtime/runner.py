@@ -132,6 +132,8 @@ class WorkerRuntime:
                 # Cancelled without a hand-back (Redis was down): fail this attempt so it retries.
                 raise RuntimeError("job interrupted by worker shutdown") from None
             except Exception as error:
+                if ctx.handed_back:  # its CPU work was stopped by the hand-back
+                    raise DelayedError() from None
                 self._log_failure(job, error, fields, time.monotonic() - started)
                 raise
             finally:
@@ -214,15 +216,19 @@ class WorkerRuntime:
         self.cpu.kill()
 
     async def _hand_back_active(self) -> None:
-        """Jobs still running after the grace period go back to the queue with no attempt used."""
-        self.cpu.kill()
+        """Jobs still running after the grace period go back to the queue with no attempt used.
+        Every job is marked and moved first; only then is work stopped, so no job sees its CPU
+        work die while it still counts as running (that would use up an attempt)."""
         now = int(time.time() * 1000)
-        for ctx in list(self.active.values()):
-            with contextlib.suppress(Exception):
+        contexts = list(self.active.values())
+        for ctx in contexts:
+            ctx.handed_back = True
+            with contextlib.suppress(Exception):  # Redis down: the stalled check recovers it
                 await ctx.job.moveToDelayed(now, ctx.token)
-                ctx.handed_back = True
+        for ctx in contexts:
             if ctx.task is not None:
                 ctx.task.cancel()
+        self.cpu.kill()
 
     async def start(self) -> bool:
         """Serve /healthz, wait for Redis (bounded), start one bullmq Worker per queue."""
