@@ -10,18 +10,17 @@ from typing import Annotated
 import typer
 
 from heavylift import diagnostics
-from heavylift.datasets import pipeline as datasets_pipeline
-from heavylift.documents.pipeline import process_document
 from heavylift.logs import configure_logging
 from heavylift.queue import QueueName
-from heavylift.runtime.context import Registry
+from heavylift.runtime.context import Registry, lazy_processor
 from heavylift.runtime.runner import WorkerRuntime
 from heavylift.settings import SettingsError, load_settings
 
 REGISTRY: Registry = {
     QueueName.DIAGNOSTICS: diagnostics.PROCESSORS,
-    QueueName.DOCUMENTS: {"process": process_document},
-    QueueName.DATASETS: datasets_pipeline.PROCESSORS,
+    QueueName.DOCUMENTS: {
+        "process": lazy_processor("heavylift.documents.pipeline", "process_document")},
+    QueueName.DATASETS: {"sync": lazy_processor("heavylift.datasets.pipeline", "sync_dataset")},
 }
 
 app = typer.Typer(add_completion=False)

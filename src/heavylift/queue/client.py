@@ -27,6 +27,9 @@ _BULL_STATES: dict[JobState, tuple[str, ...]] = {
     "failed": ("failed",),
     "delayed": ("delayed",),
 }
+_ALL_BULL_STATES = tuple(s for states in _BULL_STATES.values() for s in states)
+# One clean call is one Lua script: bounded, so Redis (and lock renewal) never stalls on it.
+_CLEAN_BATCH = 1000
 _CLEANABLE = {"completed", "failed", "delayed", "waiting", "prioritized", "paused", "active"}
 
 REDIS_DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
@@ -135,16 +138,9 @@ class Queues:
     # --- reading -----------------------------------------------------------------------------
 
     async def counts(self, name: QueueName) -> QueueCounts:
-        raw = await self.bull(name).getJobCounts(
-            "waiting", "prioritized", "paused", "active", "completed", "failed", "delayed"
-        )
-        return QueueCounts(
-            waiting=raw["waiting"] + raw["prioritized"] + raw["paused"],
-            active=raw["active"],
-            completed=raw["completed"],
-            failed=raw["failed"],
-            delayed=raw["delayed"],
-        )
+        raw = await self.bull(name).getJobCounts(*_ALL_BULL_STATES)
+        return QueueCounts(**{state: sum(raw[s] for s in bull_states)
+                              for state, bull_states in _BULL_STATES.items()})
 
     async def _job_and_state(self, name: QueueName, job_id: str) -> tuple[Any, JobState]:
         """The job hash and its state are two reads: read the state first, and re-read the job
@@ -197,16 +193,18 @@ class Queues:
                                                 "count": failed})
         return failed
 
-    async def clean(
-        self, name: QueueName, state: str, older_than_ms: int = 0, limit: int = 0
-    ) -> int:
+    async def clean(self, name: QueueName, state: str, older_than_ms: int = 0) -> int:
         """Remove jobs in `state` that finished (or were created) more than `older_than_ms` ago."""
         if state not in _CLEANABLE:
             raise ValueError(f"cannot clean state {state!r}; use one of {sorted(_CLEANABLE)}")
         targets = _BULL_STATES.get(state, (state,))  # type: ignore[call-overload]
         removed = 0
         for bull_state in targets:
-            removed += len(await self.bull(name).clean(older_than_ms, limit, bull_state))
+            while True:
+                batch = await self.bull(name).clean(older_than_ms, _CLEAN_BATCH, bull_state)
+                removed += len(batch)
+                if len(batch) < _CLEAN_BATCH:
+                    break
         return removed
 
     async def pause(self, name: QueueName) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -18,6 +19,19 @@ log = logging.getLogger("heavylift.worker")
 Processor = Callable[["JobContext"], Awaitable[Any]]
 # Processors per queue, by job name.
 Registry = dict[QueueName, dict[str, Processor]]
+
+
+def lazy_processor(module: str, name: str) -> Processor:
+    """A processor imported on its first job: the worker starts (and answers /healthz) without
+    loading pyarrow, BigQuery, pdfium or tiktoken until a queue needs them."""
+
+    async def process(ctx: JobContext) -> Any:
+        # Imported in a thread: a second of imports must not hold up lock renewal.
+        loaded = await asyncio.to_thread(importlib.import_module, module)
+        target: Processor = getattr(loaded, name)
+        return await target(ctx)
+
+    return process
 
 
 class PermanentJobError(UnrecoverableError):  # type: ignore[misc]
