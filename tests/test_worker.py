@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from heavylift.queue import Priority, SyncQueues
+from heavylift.settings import Settings
 from tests.jobs import DIAG, add, state
 from tests.servers import RedisServer, child_env, free_port
 
@@ -202,3 +203,17 @@ def test_metrics_count_jobs_and_backlog(queues: SyncQueues, start_worker) -> Non
     assert worker.metric("heavylift_queue_depth", queue="diagnostics", state="failed") == 1
     assert worker.metric("heavylift_queue_depth", queue="diagnostics", state="prioritized") == 4
     assert worker.metric("heavylift_active_jobs", queue="diagnostics") == 0
+
+
+def test_cpu_time_limit_ends_only_the_job_that_overran(
+    settings: Settings, start_worker
+) -> None:
+    once = SyncQueues(settings.model_copy(update={"job_attempts": 1}))
+    worker = start_worker(JOB_CONCURRENCY="2", CPU_WORKERS="2")
+    neighbour = add(once, "cpu", seconds=3)
+    overrun = add(once, "cpu", seconds=30, limitSeconds=1)
+    failed = worker.wait_event("failed", jobId=overrun, timeout=15)
+    assert "overran its time limit" in failed["reason"]
+    worker.wait_event("completed", jobId=neighbour, timeout=20)
+    assert once.run(lambda q: q.view(DIAG, neighbour)).result["attempt"] == 1  # type: ignore[index]
+    once.close()

@@ -41,7 +41,9 @@ def burn_cpu(seconds: float, *, report: Reporter) -> int:
 
 async def cpu(ctx: JobContext) -> dict[str, Any]:
     seconds = float(ctx.data.get("seconds", 1.0))
-    loops = await ctx.offload(burn_cpu, seconds, span=(0, 100))
+    limit = ctx.data.get("limitSeconds")
+    loops = await ctx.offload(burn_cpu, seconds, span=(0, 100),
+                              timeout_s=float(limit) if limit else None)
     return {"burned": seconds, "loops": loops, "attempt": ctx.attempt}
 
 

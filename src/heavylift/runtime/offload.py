@@ -24,6 +24,7 @@ T = TypeVar("T")
 
 ProgressCallback = Callable[[float], None]
 _PR_SET_PDEATHSIG = 1
+_BACKSTOP_S = 60.0
 
 
 def _die_with_parent() -> None:
@@ -43,12 +44,26 @@ class Reporter:
         self._conn.send(fraction)
 
 
+def _overrun(signum: int, frame: Any) -> None:
+    raise TimeoutError("the task overran its time limit")
+
+
 def _call_with_reporter(
-    fn: Callable[..., T], conn: Connection, args: tuple[Any, ...], kwargs: dict[str, Any]
+    fn: Callable[..., T],
+    conn: Connection,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout_s: float | None,
 ) -> T:
+    # The limit runs in the child from the moment the task starts: time spent waiting for a free
+    # pool process does not count, and an overrun ends this task only, not its neighbours'.
+    if timeout_s:
+        signal.signal(signal.SIGALRM, _overrun)
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
         return fn(*args, report=Reporter(conn), **kwargs)
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         conn.close()
         _release_memory()
 
@@ -94,14 +109,22 @@ class CpuPool:
                 loop.remove_reader(receiver.fileno())
 
         loop.add_reader(receiver.fileno(), on_readable)
+        executor = self._pool()
+        # Backstop for native code that never returns to Python (the child's own timer cannot
+        # interrupt it): generous, since it also counts time waiting for a pool process.
+        backstop = None if timeout_s is None else 2 * timeout_s + _BACKSTOP_S
         try:
             future = loop.run_in_executor(
-                self._pool(), _call_with_reporter, fn, sender, args, kwargs
+                executor, _call_with_reporter, fn, sender, args, kwargs, timeout_s
             )
             try:
-                return await asyncio.wait_for(future, timeout_s)
-            except (TimeoutError, BrokenProcessPool):
-                self.kill()
+                return await asyncio.wait_for(future, backstop)
+            except BrokenProcessPool:
+                self.kill(executor)
+                raise
+            except TimeoutError:
+                if not future.done():  # stuck in native code: only a kill stops it
+                    self.kill(executor)
                 raise
         finally:
             with contextlib.suppress(ValueError, OSError):
@@ -110,8 +133,11 @@ class CpuPool:
             receiver.close()
             sender.close()
 
-    def kill(self) -> None:
-        """Stop every child now (overrun, shutdown hand-back); the next `run` starts a new pool."""
+    def kill(self, executor: ProcessPoolExecutor | None = None) -> None:
+        """Stop every child now (shutdown hand-back, a broken or stuck pool); the next `run`
+        starts a new pool. With `executor`, only if that pool is still the current one."""
+        if executor is not None and executor is not self._executor:
+            return
         executor, self._executor = self._executor, None
         if executor is None:
             return
