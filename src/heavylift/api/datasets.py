@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from flask import Request, Response
 
 from heavylift.api.errors import ApiError, json_response, read_json
+from heavylift.api.queue_admin import seed_status
 from heavylift.api.services import Services
 from heavylift.queue import QueueName
 
@@ -54,7 +55,4 @@ def sync(request: Request, svc: Services) -> Response:
 
 def sync_status(request: Request, svc: Services) -> Response:
     """`?jobId=ID` -> the job view (same shape as documents); without it the queue counts."""
-    job_id = request.args.get("jobId")
-    if job_id is None:
-        return json_response(svc.queues.run(lambda q: q.counts(DATASETS)).model_dump())
-    return json_response(svc.queues.run(lambda q: q.view(DATASETS, job_id)).model_dump())
+    return seed_status(request, svc, DATASETS)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from heavylift.api.errors import ApiError, as_api_error, json_response, read_json
 from heavylift.api.events import enqueue_finalized
+from heavylift.api.queue_admin import seed_status
 from heavylift.api.services import Services
 from heavylift.documents.intake import (
     AcceptedUpload,
@@ -103,10 +104,7 @@ def _job_entry(item: AcceptedUpload) -> dict[str, Any]:
 
 def upload_status(request: Request, svc: Services) -> Response:
     """GET /api/documents/async-upload[?jobId=ID]: one job's view, or the queue counts."""
-    job_id = request.args.get("jobId")
-    if job_id is None:
-        return json_response(svc.queues.run(lambda q: q.counts(DOCS)).model_dump())
-    return json_response(svc.queues.run(lambda q: q.view(DOCS, job_id)).model_dump())
+    return seed_status(request, svc, DOCS)
 
 
 def upload_url(request: Request, svc: Services) -> Response:

@@ -37,6 +37,14 @@ class CleanRequest(BaseModel):
     olderThanMs: int = Field(0, ge=0)
 
 
+def seed_status(request: Request, svc: Services, queue: QueueName) -> Response:
+    """The seed's status routes: `?jobId=ID` -> the job view; without it the queue's counts."""
+    job_id = request.args.get("jobId")
+    if job_id is None:
+        return json_response(svc.queues.run(lambda q: q.counts(queue)).model_dump())
+    return json_response(svc.queues.run(lambda q: q.view(queue, job_id)).model_dump())
+
+
 def queue_named(name: str, status: int = 404) -> QueueName:
     try:
         return QueueName(name)
