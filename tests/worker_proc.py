@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -38,7 +38,8 @@ class WorkerProcess:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            record["_t"] = time.monotonic()
+            # When it happened (the worker writes its logs in batches, so not when it arrived).
+            record["_t"] = datetime.fromisoformat(record["time"]).timestamp()
             self.events.append(record)
 
     def find(self, event: str, **fields: Any) -> list[dict[str, Any]]:

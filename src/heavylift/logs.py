@@ -1,8 +1,9 @@
 """JSON logs on stdout (Cloud Logging parses them); one line per event with job id and queue.
 
-Records go to a background thread that formats and writes them, so a slow stdout never holds up
-the event loop (which also renews BullMQ locks). The formatter is a few lines of `json.dumps`:
-python-json-logger cost ~3x more per line, which showed at thousands of jobs/s (bench/queue.py).
+Records go to a background thread that formats and writes them in batches, so neither a slow
+stdout nor the JSON encoding holds up the event loop (which also renews BullMQ locks). The
+formatter is a few lines of `json.dumps`: python-json-logger cost ~3x more per line, which showed
+at thousands of jobs/s (bench/queue.py).
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import queue
 import sys
+import threading
+from collections import deque
 from datetime import UTC, datetime
-from logging.handlers import QueueHandler, QueueListener
 from typing import Any, TextIO
 
-_listener: QueueListener | None = None
+_handler: _BatchedHandler | None = None
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -35,29 +36,53 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-class _DeferredHandler(QueueHandler):
-    """Queue the record untouched; the listener thread does the formatting."""
+class _BatchedHandler(logging.Handler):
+    """Collects records; a background thread formats and writes them every `interval_s`.
+    Appending is all the logging thread pays: at thousands of jobs/s a per-record thread
+    hand-off (QueueHandler) still cost ~20% of throughput (bench/queue.py, concurrency 1)."""
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
+    def __init__(self, target: logging.Handler, interval_s: float = 0.05) -> None:
+        super().__init__()
+        self.target = target
+        self.interval_s = interval_s
+        self._records: deque[logging.LogRecord] = deque()
+        self._stopped = threading.Event()
+        self._writer = threading.Thread(target=self._run, name="heavylift-logs", daemon=True)
+        self._writer.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._records.append(record)  # atomic; no formatting here
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval_s):
+            self.drain()
+
+    def drain(self) -> None:
+        while self._records:
+            self.target.handle(self._records.popleft())
+        self.target.flush()
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._writer.join()
+        self.drain()
+        super().close()
 
 
 def configure_logging(level: str = "INFO", stream: TextIO = sys.stdout) -> None:
-    global _listener
-    if _listener is not None:
-        atexit.unregister(_listener.stop)
-        _listener.stop()
+    global _handler
+    if _handler is not None:
+        atexit.unregister(_handler.close)
+        _handler.close()
     # We never log thread/process names or call sites: skip collecting them per record.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None  # the documented switch that skips the caller lookup
     output = logging.StreamHandler(stream)
     output.setFormatter(JsonFormatter())
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _listener = QueueListener(records, output)
-    _listener.start()
-    atexit.register(_listener.stop)
+    _handler = _BatchedHandler(output)
+    atexit.register(_handler.close)
     root = logging.getLogger()
-    root.handlers[:] = [_DeferredHandler(records)]
+    root.handlers[:] = [_handler]
     root.setLevel(level)
     # bullmq warns through `warnings`; route those into the same JSON stream.
     logging.captureWarnings(True)
