@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -383,3 +385,16 @@ def test_in_process_app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> 
     assert response.status_code == 202 and response.get_json()["jobs"][0]["jobId"] == "1"
     assert client.get(UPLOAD, query_string={"jobId": "1"}).get_json()["state"] == "waiting"
     reset_services()
+
+
+def test_function_logs_each_request_as_json(local: Api, sample_pdf: bytes) -> None:
+    queued = upload(local, ("logged.pdf", sample_pdf)).json()["jobs"][0]["jobId"]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the writer thread flushes every 50 ms
+        records = [json.loads(line) for line in local.http.log.read_text().splitlines()
+                   if line.startswith("{")]
+        events = {(r.get("event"), r.get("jobId"), r.get("status")) for r in records}
+        if ("queued", queued, None) in events and ("http", None, 202) in events:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no queued/http records in the api log:\n{records[-5:]}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
 import sys
 import threading
 from collections import deque
@@ -46,9 +47,19 @@ class _BatchedHandler(logging.Handler):
         self.target = target
         self.interval_s = interval_s
         self._records: deque[logging.LogRecord] = deque()
+        self._start_writer()
+        # gunicorn imports the function in its master and forks workers: threads do not survive
+        # a fork, so each child starts its own writer (and drops the parent's pending records).
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _start_writer(self) -> None:
         self._stopped = threading.Event()
         self._writer = threading.Thread(target=self._run, name="heavylift-logs", daemon=True)
         self._writer.start()
+
+    def _after_fork(self) -> None:
+        self._records.clear()
+        self._start_writer()
 
     def emit(self, record: logging.LogRecord) -> None:
         self._records.append(record)  # atomic; no formatting here
