@@ -153,9 +153,9 @@ def _best(sentences: list[_Sentence], limit: int, minimum: int, maximum: int) ->
         if minimum <= len(text) <= maximum and text not in seen:
             seen.add(text)
             chosen.append(sentence)
-            if len(chosen) == limit:
+            if len(chosen) >= limit:
                 break
-    return chosen
+    return chosen[:limit]
 
 
 def _summary(sentences: list[_Sentence], limit: int) -> Summary:
