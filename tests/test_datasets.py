@@ -1,18 +1,21 @@
 """Dataset syncs through the service functions the HTTP route calls, against the BigQuery
 emulator with the real google-cloud-bigquery client: validation, both sides of the threshold,
-the inline sync's output, chunk delays, NDJSON, BigQuery errors."""
+the inline sync's output, chunk delays, NDJSON, BigQuery errors; cutting a read stream into
+chunks and falling back when it stops short."""
 
 from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import pytest
 from google.api_core import exceptions as gexc
 
-from heavylift.datasets import service
+from heavylift.datasets import service, source
+from heavylift.datasets.chunking import cut_chunks, in_sequence
 from heavylift.datasets.errors import (
     SourceAccessError,
     SourceError,
@@ -42,6 +45,41 @@ QUARTER = {"startDate": "2024-01-01", "endDate": "2024-03-31"}
 def body(**overrides: Any) -> dict[str, Any]:
     return {"datasetId": DATASET, "environment": "production", "volumeType": "inbound",
             "jobType": "actuals", **QUARTER, **overrides}
+
+
+# --- cutting a stream into chunks (no BigQuery needed) --------------------------------------------
+
+def index_batches(*ranges: tuple[int, int]) -> list[pa.RecordBatch]:
+    return [pa.record_batch({"_i": pa.array(range(a, b), pa.int64()),
+                             "v": pa.array([f"r{i}" for i in range(a, b)])}) for a, b in ranges]
+
+
+def test_batches_in_index_order_are_cut_at_chunk_boundaries() -> None:
+    batches = index_batches((20, 27), (27, 27), (27, 41), (41, 45))
+    chunks = list(cut_chunks(batches, "_i", 20, 10, 45))
+    assert [c.column_names for c in chunks] == [["v"]] * 3
+    assert [c["v"].to_pylist() for c in chunks] == [
+        [f"r{i}" for i in range(a, min(a + 10, 45))] for a in (20, 30, 40)]
+
+
+@pytest.mark.parametrize("ranges", [
+    [(0, 10), (10, 15), (16, 25)],  # a gap
+    [(0, 10), (5, 25)],  # a repeat
+    [(0, 10), (20, 25), (10, 20)],  # out of order
+    [(0, 10), (10, 26)],  # beyond the end
+])
+def test_the_cut_stops_before_the_first_chunk_out_of_sequence(
+    ranges: list[tuple[int, int]]
+) -> None:
+    chunks = list(cut_chunks(index_batches(*ranges), "_i", 0, 10, 25))
+    assert [c["v"].to_pylist() for c in chunks] == [[f"r{i}" for i in range(10)]]
+
+
+def test_a_stream_ending_early_leaves_its_last_chunk_out() -> None:
+    assert len(list(cut_chunks(index_batches((0, 10), (10, 24)), "_i", 0, 10, 25))) == 2
+    reordered = [pa.record_batch({"_i": pa.array([1, 0], pa.int64())})]
+    assert not in_sequence(reordered[0].column(0), 0)
+    assert list(cut_chunks(reordered, "_i", 0, 10, 2)) == []
 
 
 # --- validation (no BigQuery needed) -------------------------------------------------------------
@@ -172,6 +210,23 @@ def test_unknown_dataset_is_a_clear_not_found(bq_settings: Settings) -> None:
     spec = parse_request(body(datasetId="no_such_dataset"), bq_settings)
     with pytest.raises(SourceNotFoundError, match="no_such_dataset"):
         service.count_rows(bq_settings, spec)
+
+
+def test_a_stream_that_stops_short_falls_back_to_a_session_per_chunk(
+    bq_settings: Settings, source_actuals: pa.Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_cut = source.cut_chunks
+
+    def first_chunk_only(*args: Any) -> Iterator[pa.Table]:
+        return itertools.islice(real_cut(*args), 1)  # as if the next batch were out of order
+
+    monkeypatch.setattr(source, "cut_chunks", first_chunk_only)
+    result = service.run_inline(bq_settings, parse_request(body(chunkSize=1000), bq_settings))
+    manifest, rows = read_parts(bq_settings, result.manifest)
+    expected = filter_rows(source_actuals, "production", "inbound", "activity_date",
+                           QUARTER["startDate"], QUARTER["endDate"])
+    assert checksum(rows) == checksum(expected)
+    assert [p.rows for p in manifest.parts][:-1] == [1000] * (result.parts - 1)
 
 
 def test_rest_reads_give_the_same_rows_as_the_storage_api(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from typing import Any, Literal
 
@@ -206,9 +207,13 @@ async def _drive(ctx: JobContext, sync: DatasetSync, spec: SyncSpec) -> SyncResu
     first = await asyncio.to_thread(sync.start, ctx.attempt)
     count = sync.chunk_count
     chunks = sync.chunks(first)
+    # One thread owns the chunk stream: reads run in order, and close() queues behind a read
+    # still in progress (a blocking read cannot be interrupted).
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset-read")
+    loop = asyncio.get_running_loop()
 
     def read_next() -> asyncio.Future[pa.Table | None]:
-        return asyncio.ensure_future(asyncio.to_thread(next, chunks, None))
+        return loop.run_in_executor(reader, next, chunks, None)
 
     pending: asyncio.Future[pa.Table | None] | None = read_next() if first < count else None
     try:
@@ -226,25 +231,13 @@ async def _drive(ctx: JobContext, sync: DatasetSync, spec: SyncSpec) -> SyncResu
             del table
             ctx.set_progress(100 * written / max(1, sync.total_rows))
     finally:
-        _close_when_idle(chunks, pending)
+        if pending is not None:
+            pending.cancel()
+        reader.submit(chunks.close)  # cancels the read stream, once the reader is idle
+        reader.shutdown(wait=False)
     result = await asyncio.to_thread(sync.finish)
     ctx.set_progress(100)
     return result
-
-
-def _close_when_idle(chunks: Chunks, pending: asyncio.Future[Any] | None) -> None:
-    """Close the chunk iterator (cancelling its stream; no I/O) once no thread is inside it: a
-    read-ahead still running cannot be interrupted, only waited for."""
-
-    def close(done: asyncio.Future[Any] | None) -> None:
-        if done is not None and not done.cancelled():
-            done.exception()  # retrieved: the attempt already failed for another reason
-        chunks.close()
-
-    if pending is None or pending.done():
-        close(pending)
-    else:
-        pending.add_done_callback(close)
 
 
 PROCESSORS: dict[str, Processor] = {JOB_NAME: sync_dataset}
