@@ -4,8 +4,10 @@ unknown table fails at once with a clear reason."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -97,7 +99,8 @@ def test_sigkilled_sync_resumes_at_the_first_unwritten_chunk(
     job_id = service.enqueue(queues, spec, FORECAST_ROWS)
     folder = storage_root(bq_settings) / "datasets" / job_id
     first: WorkerProcess = start_worker(**worker_env(bq_settings))
-    wait_for(lambda: len(list(folder.glob("part-*.parquet"))) >= 3, timeout=60)
+    # The checkpoint (not the part files: one can land just before it) says what is written.
+    wait_for(lambda: checkpointed_parts(folder) >= 3, timeout=60)
 
     first.process.send_signal(signal.SIGKILL)
     first.wait_exit()
@@ -112,6 +115,13 @@ def test_sigkilled_sync_resumes_at_the_first_unwritten_chunk(
     assert len(manifest.parts) == 20
     assert [run.firstChunk for run in manifest.runs][:1] == [0]
     assert len(manifest.runs) == 2 and manifest.runs[1].firstChunk >= 3, manifest.runs
+
+
+def checkpointed_parts(folder: Path) -> int:
+    try:
+        return len(json.loads((folder / "checkpoint.json").read_text())["parts"])
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
 
 
 def test_unknown_table_fails_at_once_with_a_clear_reason(
