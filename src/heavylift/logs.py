@@ -14,7 +14,9 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections import deque
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -23,18 +25,40 @@ _handler: _BatchedHandler | None = None
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
+# (created, severity, logger name, message, fields): what `log_event` queues instead of a record.
+Event = tuple[float, str, str, str, dict[str, Any]]
+
+
+def _json_line(created: float, severity: str, name: str, message: str,
+               fields: Iterable[tuple[str, Any]]) -> str:
+    entry: dict[str, Any] = {
+        "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+        "severity": severity,
+        "logger": name,
+        "message": message,
+    }
+    entry.update(fields)
+    return json.dumps(entry, default=str)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "severity": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update((k, v) for k, v in record.__dict__.items() if k not in _STANDARD)
+        fields = [(k, v) for k, v in record.__dict__.items() if k not in _STANDARD]
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            fields.append(("exception", self.formatException(record.exc_info)))
+        return _json_line(record.created, record.levelname, record.name, record.getMessage(),
+                          fields)
+
+
+def log_event(logger: logging.Logger, message: str, **fields: Any) -> None:
+    """An INFO line for the worker's per-job lifecycle: queued as a plain tuple, formatted by the
+    writer thread. A LogRecord per line cost ~10% of no-op job throughput (bench/queue.py)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    if _handler is None:
+        logger.info(message, extra=fields)
+        return
+    _handler.add_event((time.time(), "INFO", logger.name, message, fields))
 
 
 class _BatchedHandler(logging.Handler):
@@ -42,11 +66,11 @@ class _BatchedHandler(logging.Handler):
     Appending is all the logging thread pays: at thousands of jobs/s a per-record thread
     hand-off (QueueHandler) still cost ~20% of throughput (bench/queue.py, concurrency 1)."""
 
-    def __init__(self, target: logging.Handler, interval_s: float = 0.05) -> None:
+    def __init__(self, target: logging.StreamHandler[TextIO], interval_s: float = 0.05) -> None:
         super().__init__()
         self.target = target
         self.interval_s = interval_s
-        self._records: deque[logging.LogRecord] = deque()
+        self._records: deque[logging.LogRecord | Event] = deque()
         self._start_writer()
         # gunicorn imports the function in its master and forks workers: threads do not survive
         # a fork, so each child starts its own writer (and drops the parent's pending records).
@@ -64,14 +88,26 @@ class _BatchedHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self._records.append(record)  # atomic; no formatting here
 
+    def add_event(self, event: Event) -> None:
+        self._records.append(event)
+
     def _run(self) -> None:
         while not self._stopped.wait(self.interval_s):
             self.drain()
 
     def drain(self) -> None:
-        while self._records:
-            self.target.handle(self._records.popleft())
-        self.target.flush()
+        try:
+            while self._records:
+                item = self._records.popleft()
+                if isinstance(item, logging.LogRecord):
+                    self.target.handle(item)
+                else:
+                    created, severity, name, message, fields = item
+                    self.target.stream.write(
+                        _json_line(created, severity, name, message, fields.items()) + "\n")
+            self.target.flush()
+        except (OSError, ValueError):  # stdout closed (interpreter exit): nothing to write to
+            self._records.clear()
 
     def close(self) -> None:
         self._stopped.set()

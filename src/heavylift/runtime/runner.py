@@ -21,6 +21,7 @@ from bullmq import Worker
 from bullmq.custom_errors import DelayedError, UnrecoverableError
 from tenacity import AsyncRetrying, RetryCallState, stop_after_delay, wait_exponential
 
+from heavylift.logs import log_event
 from heavylift.queue import QueueName, Queues, bull_options
 from heavylift.runtime import metrics
 from heavylift.runtime.context import JobContext, Registry
@@ -118,7 +119,7 @@ class WorkerRuntime:
             started = time.monotonic()
             fields = {"queue": str(queue), "jobId": ctx.id, "jobName": ctx.name,
                       "attempt": ctx.attempt}
-            log.info("job started", extra={"event": "started", **fields})
+            log_event(log, "job started", event="started", **fields)
             ctx.task = asyncio.current_task()  # cancelled by a shutdown hand-back
             active = metrics.ACTIVE_JOBS.labels(str(queue))
             active.inc()
@@ -141,8 +142,8 @@ class WorkerRuntime:
                 active.dec()
                 metrics.JOB_SECONDS.labels(str(queue)).observe(time.monotonic() - started)
             metrics.JOBS_COMPLETED.labels(str(queue)).inc()
-            log.info("job completed", extra={
-                "event": "completed", "duration": round(time.monotonic() - started, 3), **fields})
+            log_event(log, "job completed", event="completed",
+                      duration=round(time.monotonic() - started, 3), **fields)
             return result
 
         return process
