@@ -211,6 +211,7 @@ def test_sigkill_during_extraction_recovers_with_identical_outputs(
     doomed.wait_exit()
     rescuer = start_worker(**env)
     finished = wait_finished(queues, again.job_id, timeout=90)
+    rescuer.wait_event("completed", jobId=again.job_id)  # its log lines come in batches
     check_completed(store, finished, LOCAL_DIMENSIONS)
     assert outputs(store, again.document_id) == reference
     assert rescuer.find("started", jobId=again.job_id)
@@ -247,6 +248,7 @@ def test_sigkill_during_embeddings_reuses_extraction_and_analysis(
 
     rescuer = start_worker(**env)
     finished = wait_finished(queues, again.job_id, timeout=60)
+    rescuer.wait_event("completed", jobId=again.job_id)  # its log lines come in batches
     check_completed(store, finished, EMBEDDING_DIMENSIONS)
     assert outputs(store, again.document_id) == reference
     assert stage_events(rescuer, again.job_id) == {

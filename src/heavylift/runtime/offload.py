@@ -87,7 +87,10 @@ class CpuPool:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
                 max_workers=self.processes,
-                mp_context=multiprocessing.get_context("forkserver"),
+                # spawn, not fork (the parent runs an event loop and threads) nor forkserver
+                # (its children are not ours, so PDEATHSIG would tie them to the fork server,
+                # which outlives a SIGKILLed worker).
+                mp_context=multiprocessing.get_context("spawn"),
                 initializer=_die_with_parent,
             )
         return self._executor
