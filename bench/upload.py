@@ -30,6 +30,7 @@ from tests.servers import RedisServer
 from tests.storage_servers import BUCKET, FakeGcsServer, write_service_account
 
 MB = 1024 * 1024
+_started: list[FakeGcsServer] = []  # emulators to stop at the end
 
 
 def backend(name: str, workdir: Path) -> dict[str, str]:
@@ -37,6 +38,7 @@ def backend(name: str, workdir: Path) -> dict[str, str]:
         return {"STORAGE_URL": f"file://{workdir / 'objects'}"}
     server = FakeGcsServer(workdir / "fake-gcs.log")
     server.start()
+    _started.append(server)
     requests.post(f"{server.url}/storage/v1/b", json={"name": BUCKET}, timeout=10)
     return {"STORAGE_URL": f"gs://{BUCKET}/bench", "STORAGE_EMULATOR_HOST": server.url,
             "GCS_SIGNING_CREDENTIALS_FILE": str(write_service_account(workdir / "sa.json"))}
@@ -92,6 +94,8 @@ def main() -> None:
             rows.append((name, result))
     finally:
         redis.stop()
+        for server in _started:
+            server.stop()
     print("| backend | raw copy (s) | through api (s) | ratio | function peak RSS (MB) "
           "| idle RSS (MB) |\n|---|---:|---:|---:|---:|---:|")
     for name, r in rows:
