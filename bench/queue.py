@@ -245,8 +245,10 @@ async def run(settings: Settings, jobs: int, rounds: int) -> list[tuple[str, dic
     }
     rows: dict[str, dict[str, float]] = {name: {} for name in contenders}
     for round_number in range(rounds):
+        # Alternate who goes first, so neither side always runs on a warmer or colder Redis.
+        order = list(contenders.items())[:: -1 if round_number % 2 else 1]
         for metric in ("single", "bulk", "c1", "c8"):
-            for name, measure in contenders.items():
+            for name, measure in order:
                 await flush(url)
                 value = await measure[metric]()
                 rows[name][metric] = max(value, rows[name].get(metric, 0.0))
