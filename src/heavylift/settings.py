@@ -21,6 +21,9 @@ PositiveMs = Annotated[int, Field(gt=0)]
 MIN_CHUNK_SIZE = 1_000
 MAX_CHUNK_SIZE = 200_000
 MAX_CHUNK_DELAY_MS = 10_000
+# BigQuery identifiers we accept (checked again where SQL is built: they are quoted, never trusted).
+BQ_PROJECT_PATTERN = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+BQ_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
 class SettingsError(ValueError):
@@ -145,15 +148,15 @@ class Settings(BaseSettings):
 
     # --- Datasets (BigQuery) ---
     bq_project: str = Field(
-        "heavylift-local", pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$",
+        "heavylift-local", pattern=BQ_PROJECT_PATTERN,
         description="Project that runs the sync queries (and holds the datasets).",
     )
     bq_dataset: str = Field(
-        "heavylift", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        "heavylift", pattern=BQ_NAME_PATTERN,
         description="Dataset the seed loads and the demo syncs.",
     )
     bq_scratch_dataset: str = Field(
-        "heavylift_scratch", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        "heavylift_scratch", pattern=BQ_NAME_PATTERN,
         description="Dataset for each sync's materialised query result (dropped when done).",
     )
     bq_emulator_host: str | None = Field(

@@ -22,15 +22,16 @@ from pydantic import (
     model_validator,
 )
 
-from heavylift.settings import Settings
+from heavylift.settings import (
+    BQ_NAME_PATTERN,
+    MAX_CHUNK_DELAY_MS,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    Settings,
+)
 
 JobType = Literal["forecast", "actuals"]
 SinkFormat = Literal["parquet", "ndjson"]
-
-# Request limits: a chunk is held in memory whole, and a delay holds a worker slot.
-MIN_CHUNK_SIZE = 1_000
-MAX_CHUNK_SIZE = 200_000
-MAX_CHUNK_DELAY_MS = 10_000
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -46,7 +47,7 @@ def _iso_date(value: Any) -> Any:
 
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 # A BigQuery dataset id: it ends up (validated, backtick-quoted) in the SQL text as identifier.
-DatasetId = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", strict=True)]
+DatasetId = Annotated[str, Field(pattern=BQ_NAME_PATTERN, strict=True)]
 # Filter values travel as query parameters; the pattern keeps them to plain names all the same.
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", strict=True)]
 

@@ -15,11 +15,12 @@ from string import Template
 from google.cloud import bigquery
 
 from heavylift.datasets.request import JobType, SyncSpec
+from heavylift.settings import BQ_NAME_PATTERN, BQ_PROJECT_PATTERN
 
 ROW_INDEX = "_hl_row"
 
-_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-_DATASET_OR_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_PROJECT = re.compile(BQ_PROJECT_PATTERN)
+_DATASET_OR_TABLE = re.compile(BQ_NAME_PATTERN)
 
 
 @dataclass(frozen=True)
