@@ -154,6 +154,8 @@ def test_queue_admin_json_api(stack: Stack) -> None:
     overview = session.get(api.url("/api/queues"), timeout=5).json()
     assert {q["name"]: q["paused"] for q in overview["queues"]} == {
         "documents": False, "datasets": False, "diagnostics": False}
+    earlier = add(stack, "flaky", failures=3)  # so paging has more than one failed job
+    stack.wait_state(DIAG, earlier, "failed")
     failed = add(stack, "flaky", failures=3)
     stack.wait_state(DIAG, failed, "failed")
     page = session.get(api.url("/api/queues/diagnostics/jobs?state=failed&pageSize=1"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_serializer
+from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 JobState = Literal["waiting", "active", "completed", "failed", "delayed"]
 JOB_STATES: tuple[JobState, ...] = ("waiting", "active", "completed", "failed", "delayed")
@@ -64,3 +64,10 @@ class JobPage(BaseModel):
     pageSize: int
     total: int
     jobs: list[JobView]
+
+
+def first_problem(error: ValidationError) -> tuple[str | None, str]:
+    """(field, message) of a validation error's first problem, for one-line answers."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first.get("loc") or ()) or None
+    return field, str(first.get("msg", "invalid value")).removeprefix("Value error, ")

@@ -14,6 +14,8 @@ from urllib.parse import quote, urlencode, urlsplit
 from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from heavylift.schemas import first_problem
+
 PositiveMs = Annotated[int, Field(gt=0)]
 
 # Dataset chunk limits, for the settings and for each request (a chunk is held in memory whole;
@@ -255,11 +257,8 @@ class Settings(BaseSettings):
 
 
 def _one_line(error: ValidationError) -> str:
-    first = error.errors()[0]
-    loc = first.get("loc") or ()
-    name = str(loc[0]).upper() if loc else "configuration"
-    message = first.get("msg", "invalid value").removeprefix("Value error, ")
-    return f"invalid setting {name}: {message}"
+    field, message = first_problem(error)
+    return f"invalid setting {(field or 'configuration').upper()}: {message}"
 
 
 @lru_cache(maxsize=1)

@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from heavylift.documents.errors import DocumentError, EmptyDocumentError, UnsupportedTypeError
 from heavylift.documents.intake import TooLargeError, UploadInProgressError
 from heavylift.queue import JobNotFoundError, JobStateError, QueueUnavailableError
+from heavylift.schemas import first_problem
 from heavylift.storage import (
     InvalidKeyError,
     InvalidMetadataError,
@@ -61,9 +62,8 @@ def as_api_error(error: Exception) -> ApiError:
         code = (error.name or "error").lower().replace(" ", "_")
         return ApiError(error.code or 500, code, error.description or error.name)
     if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
-        return ApiError(422, "invalid_field", f"{field}: {first['msg']}", field)
+        field, message = first_problem(error)
+        return ApiError(422, "invalid_field", f"{field}: {message}", field)
     for kind, status, code in _STATUS:
         if isinstance(error, kind):
             return ApiError(status, code, str(error) or code.replace("_", " "))

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from heavylift.schemas import first_problem
 from heavylift.settings import (
     BQ_NAME_PATTERN,
     MAX_CHUNK_DELAY_MS,
@@ -121,11 +122,9 @@ def parse_request(payload: Mapping[str, Any], settings: Settings) -> SyncSpec:
 
 
 def _first_problem(error: ValidationError) -> SyncRequestError:
-    first = error.errors()[0]
-    loc = first.get("loc") or ()
-    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    if loc:
-        return SyncRequestError(str(loc[0]), message)
+    field, message = first_problem(error)
+    if field:
+        return SyncRequestError(field, message)
     # Model-level checks put the field name first in their message.
     field, _, rest = message.partition(": ")
     return SyncRequestError(field, rest) if rest else SyncRequestError("body", message)
