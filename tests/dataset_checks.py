@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from google.cloud.bigquery_storage_v1 import types
 
-from heavylift.datasets.clients import open_clients
+from heavylift.datasets.clients import BigQueryClients, open_clients
 from heavylift.datasets.sink import Manifest
 from heavylift.datasets.source import arrow_table
 from heavylift.settings import Settings
@@ -41,19 +41,25 @@ def storage_root(settings: Settings) -> Path:
     return Path(settings.storage_url.removeprefix("file://"))
 
 
+def read_table(clients: BigQueryClients, dataset: str, table: str) -> pa.Table:
+    """A whole table through one Storage Read API session, straight from the client library."""
+    project = clients.settings.bq_project
+    session = clients.storage.create_read_session(
+        parent=f"projects/{project}",
+        read_session=types.ReadSession(
+            table=f"projects/{project}/datasets/{dataset}/tables/{table}",
+            data_format=types.DataFormat.ARROW,
+        ),
+        max_stream_count=1,
+    )
+    return arrow_table(session, clients.storage.read_rows(session.streams[0].name))
+
+
 def read_source(emulator: BigQueryEmulator, table: str) -> pa.Table:
-    """A whole seeded table through the Storage Read API."""
+    """A whole seeded table."""
     clients = open_clients(emulator_settings(emulator))
     try:
-        session = clients.storage.create_read_session(
-            parent=f"projects/{emulator.project}",
-            read_session=types.ReadSession(
-                table=f"projects/{emulator.project}/datasets/{DATASET}/tables/{table}",
-                data_format=types.DataFormat.ARROW,
-            ),
-            max_stream_count=1,
-        )
-        return arrow_table(session, clients.storage.read_rows(session.streams[0].name))
+        return read_table(clients, DATASET, table)
     finally:
         clients.close()
 

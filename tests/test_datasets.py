@@ -1,21 +1,23 @@
 """Dataset syncs through the service functions the HTTP route calls, against the BigQuery
 emulator with the real google-cloud-bigquery client: validation, both sides of the threshold,
 the inline sync's output, chunk delays, NDJSON, BigQuery errors; cutting a read stream into
-chunks and falling back when it stops short."""
+chunks, a read that ends short, and a resumed sync whose new read delivers the rows in another
+order."""
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from google.api_core import exceptions as gexc
 
-from heavylift.datasets import service, source
-from heavylift.datasets.chunking import cut_chunks, in_sequence
+from heavylift.datasets import service
+from heavylift.datasets.chunking import rechunk
 from heavylift.datasets.errors import (
     SourceAccessError,
     SourceError,
@@ -24,11 +26,13 @@ from heavylift.datasets.errors import (
     SourceUnavailableError,
     bigquery_errors,
 )
+from heavylift.datasets.pipeline import DatasetSync, run_blocking
 from heavylift.datasets.request import SyncRequestError, parse_request
 from heavylift.queue import QueueName, SyncQueues
 from heavylift.settings import Settings
 from tests.dataset_checks import (
     DATASET,
+    FULL_RANGE,
     checksum,
     filter_rows,
     read_manifest,
@@ -49,37 +53,22 @@ def body(**overrides: Any) -> dict[str, Any]:
 
 # --- cutting a stream into chunks (no BigQuery needed) --------------------------------------------
 
-def index_batches(*ranges: tuple[int, int]) -> list[pa.RecordBatch]:
-    return [pa.record_batch({"_i": pa.array(range(a, b), pa.int64()),
-                             "v": pa.array([f"r{i}" for i in range(a, b)])}) for a, b in ranges]
+def numbered_batches(*sizes: int) -> list[pa.RecordBatch]:
+    starts = list(itertools.accumulate(sizes, initial=0))
+    return [pa.record_batch({"v": pa.array(range(a, a + n), pa.int64())})
+            for a, n in zip(starts, sizes, strict=False)]
 
 
-def test_batches_in_index_order_are_cut_at_chunk_boundaries() -> None:
-    batches = index_batches((20, 27), (27, 27), (27, 41), (41, 45))
-    chunks = list(cut_chunks(batches, "_i", 20, 10, 45))
-    assert [c.column_names for c in chunks] == [["v"]] * 3
+@pytest.mark.parametrize("sizes", [(7, 0, 14, 4), (25,), (1,) * 25, (10, 10, 5), (3, 20, 2)])
+def test_batches_of_any_size_are_cut_into_whole_chunks(sizes: tuple[int, ...]) -> None:
+    chunks = list(rechunk(numbered_batches(*sizes), 10))
     assert [c["v"].to_pylist() for c in chunks] == [
-        [f"r{i}" for i in range(a, min(a + 10, 45))] for a in (20, 30, 40)]
+        list(range(0, 10)), list(range(10, 20)), list(range(20, 25))]
 
 
-@pytest.mark.parametrize("ranges", [
-    [(0, 10), (10, 15), (16, 25)],  # a gap
-    [(0, 10), (5, 25)],  # a repeat
-    [(0, 10), (20, 25), (10, 20)],  # out of order
-    [(0, 10), (10, 26)],  # beyond the end
-])
-def test_the_cut_stops_before_the_first_chunk_out_of_sequence(
-    ranges: list[tuple[int, int]]
-) -> None:
-    chunks = list(cut_chunks(index_batches(*ranges), "_i", 0, 10, 25))
-    assert [c["v"].to_pylist() for c in chunks] == [[f"r{i}" for i in range(10)]]
-
-
-def test_a_stream_ending_early_leaves_its_last_chunk_out() -> None:
-    assert len(list(cut_chunks(index_batches((0, 10), (10, 24)), "_i", 0, 10, 25))) == 2
-    reordered = [pa.record_batch({"_i": pa.array([1, 0], pa.int64())})]
-    assert not in_sequence(reordered[0].column(0), 0)
-    assert list(cut_chunks(reordered, "_i", 0, 10, 2)) == []
+def test_no_batches_no_chunks() -> None:
+    assert list(rechunk([], 10)) == []
+    assert [c.num_rows for c in rechunk(numbered_batches(10, 10), 10)] == [10, 10]
 
 
 # --- validation (no BigQuery needed) -------------------------------------------------------------
@@ -212,21 +201,52 @@ def test_unknown_dataset_is_a_clear_not_found(bq_settings: Settings) -> None:
         service.count_rows(bq_settings, spec)
 
 
-def test_a_stream_that_stops_short_falls_back_to_a_session_per_chunk(
-    bq_settings: Settings, source_actuals: pa.Table, monkeypatch: pytest.MonkeyPatch
+def rewrite_result(sync: DatasetSync, select: str) -> None:
+    """Replace the sync's result table under it, as BigQuery could."""
+    table = sync.result.ref.quoted
+    sync.clients.rest.query(f"CREATE OR REPLACE TABLE {table} AS {select.format(table=table)}"
+                            ).result()
+
+
+@pytest.mark.parametrize("read_api", ["storage", "rest"])
+def test_a_read_that_ends_short_is_a_transient_error(bq_settings: Settings, read_api: str) -> None:
+    settings = bq_settings.model_copy(update={"bq_read_api": read_api})
+    sync = DatasetSync(settings, parse_request(body(chunkSize=1000), settings), f"short-{read_api}")
+    try:
+        sync.start(attempt=1)
+        rewrite_result(sync, f"SELECT * FROM {{table}} LIMIT {sync.total_rows - 1}")
+        with pytest.raises(SourceUnavailableError, match=r"ended after|expected") as raised:
+            sync.copy(sync.chunks(0))
+        assert not raised.value.permanent
+    finally:
+        sync.close()
+
+
+def test_a_resumed_sync_whose_read_comes_in_another_order_rewrites_from_there(
+    bq_settings: Settings, source_actuals: pa.Table
 ) -> None:
-    real_cut = source.cut_chunks
+    spec = parse_request(body(chunkSize=1000, **FULL_RANGE), bq_settings)
+    first = DatasetSync(bq_settings, spec, "reordered")
+    try:
+        first.start(attempt=1)
+        rewrite_result(first, "SELECT * FROM {table} ORDER BY row_id")
+        with closing(first.chunks(0)) as chunks:
+            first.copy(itertools.islice(chunks, 5))  # then the worker dies
+        # The next read gives the first two chunks' rows as before, then the rest reversed.
+        cut = pq.read_table(storage_root(bq_settings) / first.manifest.parts[2].key)["row_id"][0]
+        rewrite_result(first, f"SELECT * FROM {{table}} ORDER BY row_id >= {cut}, "
+                              f"IF(row_id < {cut}, row_id, -row_id)")
+    finally:
+        first.close()
 
-    def first_chunk_only(*args: Any) -> Iterator[pa.Table]:
-        return itertools.islice(real_cut(*args), 1)  # as if the next batch were out of order
+    result = run_blocking(bq_settings, spec, "reordered")
 
-    monkeypatch.setattr(source, "cut_chunks", first_chunk_only)
-    result = service.run_inline(bq_settings, parse_request(body(chunkSize=1000), bq_settings))
     manifest, rows = read_parts(bq_settings, result.manifest)
     expected = filter_rows(source_actuals, "production", "inbound", "activity_date",
-                           QUARTER["startDate"], QUARTER["endDate"])
-    assert checksum(rows) == checksum(expected)
-    assert [p.rows for p in manifest.parts][:-1] == [1000] * (result.parts - 1)
+                           FULL_RANGE["startDate"], FULL_RANGE["endDate"])
+    assert rows.num_rows == expected.num_rows and checksum(rows) == checksum(expected)
+    assert [(run.firstChunk, run.reorderedAt) for run in manifest.runs] == [(0, None), (5, 2)]
+    assert [p.rows for p in manifest.parts][:-1] == [1000] * (len(manifest.parts) - 1)
 
 
 def test_rest_reads_give_the_same_rows_as_the_storage_api(

@@ -115,6 +115,7 @@ def test_sigkilled_sync_resumes_at_the_first_unwritten_chunk(
     assert len(manifest.parts) == 20
     assert [run.firstChunk for run in manifest.runs][:1] == [0]
     assert len(manifest.runs) == 2 and manifest.runs[1].firstChunk >= 3, manifest.runs
+    assert manifest.runs[1].reorderedAt is None  # the new read checked out: nothing rewritten
 
 
 def checkpointed_parts(folder: Path) -> int:

@@ -1,10 +1,14 @@
 """A dataset sync, source -> sink, and its two drivers: the `datasets` job processor (async, with
 the next chunk read while the current one is written) and `run_blocking` (inline HTTP syncs).
 
-Resumption: the checkpoint lists the parts written so far, in order, and names the result table
-they were read from. An attempt that finds both resumes at the first unwritten chunk; an attempt
-that finds the table gone starts over (the rows would be numbered anew). A part written just
-before a crash but not yet in the checkpoint is simply written again under the same name.
+Resumption: the checkpoint lists the parts written so far, in order, with their SHA-256, and
+names the result table they were read from. An attempt that finds both reads that table again;
+each chunk an earlier attempt wrote is encoded again and compared with its part (encoding is
+deterministic), and writing resumes at the first unwritten chunk. Should the new read deliver
+other rows at some chunk (BigQuery does not promise one order across read sessions), the parts
+from that chunk on are written again: the parts always hold one read's rows, each exactly once.
+An attempt that finds the table gone starts over. A part written just before a crash but not yet
+in the checkpoint is simply written again under the same name.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from typing import Any, Literal
@@ -30,6 +36,7 @@ from heavylift.datasets.sink import (
     PartSink,
     RunInfo,
     Timings,
+    digest,
     now_ms,
 )
 from heavylift.datasets.source import (
@@ -49,6 +56,8 @@ from heavylift.storage import open_store
 log = logging.getLogger("heavylift.datasets")
 
 JOB_NAME = "sync"
+# Chunks encoded at once by a queued sync: with the read, that keeps two cores busy.
+ENCODERS = 2
 
 
 class SyncResult(BaseModel):
@@ -74,6 +83,7 @@ class DatasetSync:
         self.sink = PartSink(open_store(settings.storage_url, settings), sync_id, spec.format)
         self.manifest: Manifest | None = None
         self._result: ResultTable | None = None
+        self._wrote_chunk = False  # in this attempt: CHUNK_DELAY_MS applies between chunks
 
     @property
     def chunk_count(self) -> int:
@@ -122,33 +132,71 @@ class DatasetSync:
         self.sink.save(CHECKPOINT, manifest)
         return manifest
 
-    def chunks(self, first: int) -> Chunks:
-        """Chunks `first`.. in order, read through one stream where the source allows it."""
+    @property
+    def result(self) -> ResultTable:
+        """The materialised query this attempt reads."""
         if self._result is None:
             raise RuntimeError("DatasetSync.start() was not called")
-        source = read_chunks(self.clients, self._result, first, self._state.chunkSize)
+        return self._result
+
+    def chunks(self, first: int) -> Chunks:
+        """(index, chunk) in order up to the last one; chunks before `first` are for `store` to
+        check against the parts already written."""
+        source = read_chunks(self.clients, self.result, first, self._state.chunkSize)
         try:
             while True:
                 started = time.monotonic()
-                table = next(source, None)
+                item = next(source, None)
                 self._state.timings.readMs += int((time.monotonic() - started) * 1000)
-                if table is None:
+                if item is None:
                     return
-                yield table
+                yield item
         finally:
             source.close()
 
-    def write(self, index: int, table: pa.Table) -> int:
-        """Store chunk `index` and checkpoint it; returns the rows written so far."""
-        state = self._state
-        if index != len(state.parts):
-            raise RuntimeError(f"chunk {index} out of order: {len(state.parts)} parts written")
+    @property
+    def rows_written(self) -> int:
+        return self._state.rowsWritten
+
+    def encode(self, table: pa.Table) -> bytes:
+        """A chunk's part file bytes; safe to run in several threads at once."""
         started = time.monotonic()
-        state.parts.append(self.sink.write_part(index, table))
-        state.rowsWritten += table.num_rows
-        state.timings.writeMs += int((time.monotonic() - started) * 1000)
+        data = self.sink.encode(table)
+        self._state.timings.encodeMs += int((time.monotonic() - started) * 1000)
+        return data
+
+    def store(self, index: int, data: bytes, rows: int) -> int:
+        """Write encoded chunk `index` and checkpoint it, or check it against the part an earlier
+        attempt wrote; returns the rows written (0: the part was there). In chunk order."""
+        state = self._state
+        if index > len(state.parts):
+            raise RuntimeError(f"chunk {index} out of order: {len(state.parts)} parts written")
+        if index < len(state.parts):
+            if digest(data) == state.parts[index].sha256:
+                return 0
+            self._rewrite_from(index)
+        elif self._wrote_chunk and self.spec.chunkDelayMs:
+            time.sleep(self.spec.chunkDelayMs / 1000)  # the seed's throttle between chunks
+        started = time.monotonic()
+        state.parts.append(self.sink.write_part(index, data, rows))
+        state.rowsWritten += rows
         self.sink.save(CHECKPOINT, state)
-        return state.rowsWritten
+        state.timings.writeMs += int((time.monotonic() - started) * 1000)
+        self._wrote_chunk = True
+        return rows
+
+    def copy(self, chunks: Iterable[tuple[int, pa.Table]]) -> None:
+        """Encode and store chunks one after the other, in this thread."""
+        for index, table in chunks:
+            self.store(index, self.encode(table), table.num_rows)
+
+    def _rewrite_from(self, index: int) -> None:
+        state = self._state
+        log.warning("dataset read gave other rows than the parts written: writing them again",
+                    extra={"event": "sync_reordered", "syncId": self.sync_id, "chunk": index})
+        del state.parts[index:]
+        state.rowsWritten = sum(part.rows for part in state.parts)
+        state.runs[-1].reorderedAt = index
 
     def finish(self) -> SyncResult:
         state = self._state
@@ -173,11 +221,9 @@ def run_blocking(settings: Settings, spec: SyncSpec, sync_id: str) -> SyncResult
     sync = DatasetSync(settings, spec, sync_id)
     try:
         first = sync.start(attempt=1)
-        with closing(sync.chunks(first)) as chunks:
-            for index, table in enumerate(chunks, start=first):
-                if index > first and spec.chunkDelayMs:
-                    time.sleep(spec.chunkDelayMs / 1000)
-                sync.write(index, table)
+        if first < sync.chunk_count:
+            with closing(sync.chunks(first)) as chunks:
+                sync.copy(chunks)
         return sync.finish()
     finally:
         sync.close()
@@ -193,7 +239,7 @@ async def sync_dataset(ctx: JobContext) -> dict[str, Any]:
     settings = load_settings()
     sync = await asyncio.to_thread(DatasetSync, settings, spec, ctx.id)
     try:
-        result = await _drive(ctx, sync, spec)
+        result = await _drive(ctx, sync)
     except SourceError as error:
         if error.permanent:
             raise PermanentJobError(str(error)) from error
@@ -203,41 +249,53 @@ async def sync_dataset(ctx: JobContext) -> dict[str, Any]:
     return result.model_dump()
 
 
-async def _drive(ctx: JobContext, sync: DatasetSync, spec: SyncSpec) -> SyncResult:
+async def _drive(ctx: JobContext, sync: DatasetSync) -> SyncResult:
     first = await asyncio.to_thread(sync.start, ctx.attempt)
-    count = sync.chunk_count
-    chunks = sync.chunks(first)
-    # One thread owns the chunk stream: reads run in order, and close() queues behind a read
-    # still in progress (a blocking read cannot be interrupted).
-    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset-read")
-    loop = asyncio.get_running_loop()
-
-    def read_next() -> asyncio.Future[pa.Table | None]:
-        return loop.run_in_executor(reader, next, chunks, None)
-
-    pending: asyncio.Future[pa.Table | None] | None = read_next() if first < count else None
-    try:
-        for index in range(first, count):
-            if index > first and spec.chunkDelayMs:
-                await asyncio.sleep(spec.chunkDelayMs / 1000)
-            assert pending is not None
-            table = await pending
-            if table is None:
-                raise RuntimeError(f"the source ended before chunk {index} of {count}")
-            # Read the next chunk while this one is encoded and stored: two chunks in memory.
-            pending = read_next() if index + 1 < count else None
-            written = await asyncio.to_thread(sync.write, index, table)
-            metrics.DATASET_ROWS.inc(table.num_rows)
-            del table
-            ctx.set_progress(100 * written / max(1, sync.total_rows))
-    finally:
-        if pending is not None:
-            pending.cancel()
-        reader.submit(chunks.close)  # cancels the read stream, once the reader is idle
-        reader.shutdown(wait=False)
+    if first < sync.chunk_count:
+        await _copy_chunks(ctx, sync, sync.chunks(first))
     result = await asyncio.to_thread(sync.finish)
     ctx.set_progress(100)
     return result
+
+
+async def _copy_chunks(ctx: JobContext, sync: DatasetSync, chunks: Chunks) -> None:
+    """Read, encode and store the chunks as a pipeline: the next chunk is read while up to
+    ENCODERS chunks encode (pyarrow releases the GIL) and finished parts are stored, in order.
+    At most ENCODERS + 2 chunks are in memory."""
+    # One thread owns the chunk stream: reads run in order, and close() queues behind a read
+    # still in progress (a blocking read cannot be interrupted).
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset-read")
+    encoders = ThreadPoolExecutor(max_workers=ENCODERS, thread_name_prefix="dataset-encode")
+    loop = asyncio.get_running_loop()
+    encoding: deque[tuple[int, int, asyncio.Future[bytes]]] = deque()
+
+    def read_next() -> asyncio.Future[tuple[int, pa.Table] | None]:
+        return loop.run_in_executor(reader, next, chunks, None)
+
+    async def store_oldest() -> None:
+        index, rows, data = encoding.popleft()
+        metrics.DATASET_ROWS.inc(await asyncio.to_thread(sync.store, index, await data, rows))
+        ctx.set_progress(100 * sync.rows_written / max(1, sync.total_rows))
+
+    pending = read_next()
+    try:
+        while (item := await pending) is not None:
+            pending = read_next()
+            index, table = item
+            encoding.append((index, table.num_rows, loop.run_in_executor(
+                encoders, sync.encode, table)))
+            del item, table
+            if len(encoding) == ENCODERS:
+                await store_oldest()
+        while encoding:
+            await store_oldest()
+    finally:
+        pending.cancel()  # a no-op once it is done
+        for _, _, data in encoding:
+            data.cancel()
+        reader.submit(chunks.close)  # cancels the read stream, once the reader is idle
+        reader.shutdown(wait=False)
+        encoders.shutdown(wait=False)
 
 
 PROCESSORS: dict[str, Processor] = {JOB_NAME: sync_dataset}

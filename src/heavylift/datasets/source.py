@@ -1,16 +1,19 @@
 """The BigQuery side of a sync: count, materialise the query once, read it back chunk by chunk.
 
 Query results cannot be read through the Storage Read API everywhere (the emulator 404s), and a
-resumed job must read exactly the rows it has not written yet. So the query runs once into a
-result table of the sync's own (in BQ_SCRATCH_DATASET) with a 0-based row index; chunk k is the
-rows with index in [k*size, (k+1)*size) of that fixed table:
+resumed job must find the rows it wrote before. So the query runs once into a result table of the
+sync's own (in BQ_SCRATCH_DATASET, expiring after a day), and chunk k is rows [k*size, (k+1)*size)
+in the order a read of that fixed table delivers them:
 
-- Storage Read API: one read session (one stream) for every chunk left, restricted to index >=
-  the first one's start, its Arrow batches cut into chunks while they arrive in index order (the
-  emulator keeps it; BigQuery does not promise it). From the first chunk they do not: one session
-  per chunk restricted to its index range (stream offsets are not honoured by the emulator; a
-  range restriction is exact everywhere);
-- REST otherwise: `tabledata.list` from the chunk's first position, in pages of at most 10 MB.
+- Storage Read API: one session with one stream over the whole table, its Arrow batches cut into
+  chunks as they arrive. The order of a new session is not promised to repeat, so a resumed
+  attempt reads from chunk 0 again and the pipeline checks the chunks it already wrote (see
+  pipeline.py) instead of trusting positions;
+- REST otherwise: `tabledata.list` pages from the chunk's first row, which is positional in the
+  table's storage order; a resumed attempt starts at its first unwritten chunk.
+
+No row numbers are added to the result: ROW_NUMBER() OVER () doubled the query's time on the
+emulator, and on BigQuery it runs on a single slot (it fails with "resources exceeded" at scale).
 
 Every call runs inside `bigquery_errors`, so callers see SourceErrors only. All functions block:
 the worker calls them through `asyncio.to_thread`.
@@ -29,12 +32,11 @@ import pyarrow as pa
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
-from heavylift.datasets.chunking import cut_chunks
+from heavylift.datasets.chunking import rechunk
 from heavylift.datasets.clients import BigQueryClients
 from heavylift.datasets.errors import SourceUnavailableError, bigquery_errors
 from heavylift.datasets.request import SyncSpec
 from heavylift.datasets.sql import (
-    ROW_INDEX,
     TableRef,
     count_sql,
     materialize_sql,
@@ -44,8 +46,8 @@ from heavylift.datasets.sql import (
 
 log = logging.getLogger("heavylift.datasets")
 
-# Chunks in order; close() it when stopping early: it may hold a read stream open.
-Chunks = Generator[pa.Table, None, None]
+# (index, chunk) in order; close() it when stopping early: it may hold a read stream open.
+Chunks = Generator[tuple[int, pa.Table], None, None]
 
 # Result tables of syncs that died are left to expire.
 RESULT_TABLE_TTL = timedelta(days=1)
@@ -53,11 +55,11 @@ RESULT_TABLE_TTL = timedelta(days=1)
 
 @dataclass(frozen=True)
 class ResultTable:
-    """A materialised sync query: its rows never change, so chunk k is the same on every read."""
+    """A materialised sync query: its rows never change (their order in a new read might)."""
 
     ref: TableRef
     rows: int
-    schema: list[bigquery.SchemaField]  # without the row index
+    schema: list[bigquery.SchemaField]
 
     @property
     def columns(self) -> list[str]:
@@ -118,8 +120,7 @@ def find_result(clients: BigQueryClients, ref: TableRef) -> ResultTable | None:
             table = clients.rest.get_table(ref.table_id, retry=clients.retry)
         except NotFound:
             return None
-    schema = [field for field in table.schema if field.name != ROW_INDEX]
-    return ResultTable(ref, int(table.num_rows or 0), schema)
+    return ResultTable(ref, int(table.num_rows or 0), list(table.schema))
 
 
 def drop_result(clients: BigQueryClients, ref: TableRef) -> None:
@@ -130,57 +131,49 @@ def drop_result(clients: BigQueryClients, ref: TableRef) -> None:
 def read_chunks(
     clients: BigQueryClients, result: ResultTable, first: int, size: int
 ) -> Chunks:
-    """Chunks first, first+1, ... of the result table, each as one Arrow table without metadata."""
-    count = -(-result.rows // size)
-    streamed = first
-    if clients.storage is not None and first < count:
-        for table in _stream_chunks(clients.storage, clients, result, first * size, size):
-            yield table
-            streamed += 1
-        if streamed < count:
-            # Rows came out of index order (or the stream ended early): slower, still exact.
-            log.warning("read stream stopped short: one read session per chunk", extra={
-                "event": "sync_stream_unordered", "table": result.ref.table_id,
-                "chunk": streamed})
-    for index in range(streamed, count):
-        yield read_chunk(clients, result, index * size, size)
+    """(index, chunk) for every chunk from `first` (REST) or from 0 (Storage Read API) on, each
+    an Arrow table without metadata; raises if the table yields fewer rows than it holds."""
+    storage = clients.storage
+    start = 0 if storage is not None else first
+    chunks = (_stream_chunks(storage, clients, result, size) if storage is not None
+              else _rest_chunks(clients, result, start * size, size))
+    rows = start * size
+    for index, table in enumerate(chunks, start=start):
+        rows += table.num_rows
+        yield index, table
+    if rows != result.rows:
+        raise SourceUnavailableError(
+            f"{result.ref.table_id}: the read ended after {rows} of {result.rows} rows")
 
 
 def _stream_chunks(
-    storage: Any, clients: BigQueryClients, result: ResultTable, start: int, size: int
+    storage: Any, clients: BigQueryClients, result: ResultTable, size: int
 ) -> Iterator[pa.Table]:
-    """Whole chunks from one session over rows start.. for as long as they arrive in order."""
-    with bigquery_errors(f"read rows {start}..{result.rows} of {result.ref.table_id}"):
-        session = _session(storage, clients, result, [ROW_INDEX, *result.columns],
-                           f"{ROW_INDEX} >= {start}")
+    with bigquery_errors(f"read {result.ref.table_id}"):
+        session = _session(storage, clients, result)
         stream = storage.read_rows(session.streams[0].name, retry=clients.retry)
         try:
-            batches = record_batches(session_schema(session), stream)
-            for table in cut_chunks(batches, ROW_INDEX, start, size, result.rows):
+            for table in rechunk(record_batches(session_schema(session), stream), size):
                 yield _plain(table)
         finally:
             stream.cancel()
 
 
-def read_chunk(clients: BigQueryClients, result: ResultTable, start: int, size: int) -> pa.Table:
-    """Rows [start, start + size) of the result table, as one Arrow table without metadata."""
-    expected = max(0, min(size, result.rows - start))
-    with bigquery_errors(f"read rows {start}..{start + expected} of {result.ref.table_id}"):
-        if clients.storage is not None:
-            session = _session(
-                clients.storage, clients, result, result.columns,
-                f"{ROW_INDEX} >= {start} AND {ROW_INDEX} < {start + expected}",
+def _rest_chunks(
+    clients: BigQueryClients, result: ResultTable, start: int, size: int
+) -> Iterator[pa.Table]:
+    for position in range(start, result.rows, size):
+        count = min(size, result.rows - position)
+        with bigquery_errors(f"read rows {position}..{position + count} of {result.ref.table_id}"):
+            rows = clients.rest.list_rows(
+                result.ref.table_id, selected_fields=result.schema, start_index=position,
+                max_results=count, retry=clients.retry,
             )
-            table = arrow_table(
-                session, clients.storage.read_rows(session.streams[0].name, retry=clients.retry)
-            )
-        else:
-            table = _read_rest(clients, result, start, expected)
-    if table.num_rows != expected:
-        raise SourceUnavailableError(
-            f"{result.ref.table_id}: read {table.num_rows} rows at {start}, expected {expected}"
-        )
-    return _plain(table)
+            table = rows.to_arrow(create_bqstorage_client=False, progress_bar_type=None)
+        if table.num_rows != count:  # the next chunk would start at the wrong row
+            raise SourceUnavailableError(f"{result.ref.table_id}: read {table.num_rows} rows at "
+                                         f"{position}, expected {count}")
+        yield _plain(table)
 
 
 def _plain(table: pa.Table) -> pa.Table:
@@ -189,25 +182,21 @@ def _plain(table: pa.Table) -> pa.Table:
     return table.cast(plain).replace_schema_metadata(None)
 
 
-def _session(
-    storage: Any, clients: BigQueryClients, result: ResultTable, fields: list[str],
-    restriction: str,
-) -> Any:
-    """A one-stream Arrow read session; `restriction` holds only integers we computed."""
+def _session(storage: Any, clients: BigQueryClients, result: ResultTable) -> Any:
+    """An Arrow read session over the whole result table, with one stream: one order."""
     from google.cloud.bigquery_storage_v1 import types
 
     session = storage.create_read_session(
         parent=f"projects/{clients.settings.bq_project}",
         read_session=types.ReadSession(
             table=result.ref.storage_path, data_format=types.DataFormat.ARROW,
-            read_options=types.ReadSession.TableReadOptions(
-                selected_fields=fields, row_restriction=restriction),
+            read_options=types.ReadSession.TableReadOptions(selected_fields=result.columns),
         ),
         max_stream_count=1,
         retry=clients.retry,
     )
     if not session.streams:
-        raise SourceUnavailableError(f"{result.ref.table_id}: no read stream for {restriction}")
+        raise SourceUnavailableError(f"{result.ref.table_id}: no read stream")
     return session
 
 
@@ -228,11 +217,3 @@ def arrow_table(session: Any, responses: Iterable[Any]) -> pa.Table:
     """Decode a stream's ReadRowsResponses (Arrow IPC record batches) into one table."""
     schema = session_schema(session)
     return pa.Table.from_batches(list(record_batches(schema, responses)), schema=schema)
-
-
-def _read_rest(clients: BigQueryClients, result: ResultTable, start: int, count: int) -> pa.Table:
-    rows = clients.rest.list_rows(
-        result.ref.table_id, selected_fields=result.schema, start_index=start,
-        max_results=count, retry=clients.retry,
-    )
-    return rows.to_arrow(create_bqstorage_client=False, progress_bar_type=None)

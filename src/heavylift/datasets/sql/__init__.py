@@ -17,8 +17,6 @@ from google.cloud import bigquery
 from heavylift.datasets.request import JobType, SyncSpec
 from heavylift.settings import BQ_NAME_PATTERN, BQ_PROJECT_PATTERN
 
-ROW_INDEX = "_hl_row"
-
 _PROJECT = re.compile(BQ_PROJECT_PATTERN)
 _DATASET_OR_TABLE = re.compile(BQ_NAME_PATTERN)
 
@@ -71,13 +69,8 @@ def count_sql(spec: SyncSpec, table: TableRef) -> str:
 
 
 def materialize_sql(spec: SyncSpec, table: TableRef, target: TableRef) -> str:
-    """Write the result with a 0-based row index: chunk k is `ROW_INDEX` in [k*size, (k+1)*size),
-    so a resumed job reads exactly the rows it has not written, whatever order a stream has."""
-    return (
-        f"CREATE TABLE {target.quoted} AS\n"
-        f"SELECT ROW_NUMBER() OVER () - 1 AS {ROW_INDEX}, q.* FROM (\n"
-        f"{select_sql(spec, table)}\n) AS q"
-    )
+    """Write the sync's rows to `target`, a table of the sync's own that a resumed job reads."""
+    return f"CREATE TABLE {target.quoted} AS\n{select_sql(spec, table)}"
 
 
 def query_parameters(spec: SyncSpec) -> list[bigquery.ScalarQueryParameter]:

@@ -1,6 +1,7 @@
 -- Actual volumes of one environment and volume type between two dates (inclusive).
 -- ${table} is substituted with a validated, backtick-quoted table name; values are parameters.
--- No ORDER BY: rows are numbered once when materialised (sorting 5M rows cost ~3x the query).
+-- No ORDER BY: a sync writes the materialised rows in the order it reads them (sorting 5M rows
+-- cost ~3x the query).
 SELECT
   row_id,
   environment,
