@@ -50,6 +50,7 @@ from heavylift.datasets.source import (
 )
 from heavylift.runtime import metrics
 from heavylift.runtime.context import JobContext, PermanentJobError, Processor
+from heavylift.runtime.memory import release_memory
 from heavylift.settings import Settings, load_settings
 from heavylift.storage import open_store
 
@@ -58,6 +59,9 @@ log = logging.getLogger("heavylift.datasets")
 JOB_NAME = "sync"
 # Chunks encoded at once by a queued sync: with the read, that keeps two cores busy.
 ENCODERS = 2
+# Freed pages go back to the system every so many parts (a few ms each time): without it the
+# allocators' free lists crept up by ~30 MB over a 5M-row sync.
+RELEASE_EVERY = 10
 
 
 class SyncResult(BaseModel):
@@ -181,6 +185,8 @@ class DatasetSync:
         state.parts.append(self.sink.write_part(index, data, rows))
         state.rowsWritten += rows
         self.sink.save(CHECKPOINT, state)
+        if len(state.parts) % RELEASE_EVERY == 0:
+            release_memory()
         state.timings.writeMs += int((time.monotonic() - started) * 1000)
         self._wrote_chunk = True
         return rows
@@ -246,6 +252,7 @@ async def sync_dataset(ctx: JobContext) -> dict[str, Any]:
         raise
     finally:
         await asyncio.to_thread(sync.close)
+        await asyncio.to_thread(release_memory)  # the chunks' pages, for the next job
     return result.model_dump()
 
 
