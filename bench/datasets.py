@@ -44,8 +44,8 @@ RANGE = {"startDate": "2024-01-01", "endDate": "2025-12-31"}
 
 
 class Cpu:
-    """CPU seconds (user + system, all threads) used by the emulator and by the reading process
-    between start() and stop(): both share the 2 cores, so the split explains the times."""
+    """CPU seconds (user + system, all threads) the emulator and the reading process use inside
+    the `with` block: both share the 2 cores, so the split explains the times."""
 
     def __init__(self, emulator_pid: int, reader_pid: int) -> None:
         self.processes = {"emulator": psutil.Process(emulator_pid),
