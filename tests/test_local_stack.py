@@ -1,5 +1,5 @@
-"""README command 1's launcher: the local stack comes up, a document goes through the real HTTP
-API and the worker, and everything is stopped again."""
+"""README command 1's launcher: the local stack comes up, a document and a queued dataset sync go
+through the real HTTP API and the worker, and everything is stopped again."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ def test_demo_pushes_the_sample_through_the_stack(tmp_path: Path) -> None:
     manifests = list(tmp_path.glob("documents/*/manifest.json"))
     assert len(manifests) == 1
     assert json.loads(manifests[0].read_text())["status"] == "COMPLETED"
+    (synced,) = tmp_path.glob("datasets/*/manifest.json")  # the demo's queued dataset sync
+    dataset = json.loads(synced.read_text())
+    assert dataset["status"] == "COMPLETED"
+    assert dataset["totalRows"] == sum(part["rows"] for part in dataset["parts"]) >= 10_000
     assert not [p for p in psutil.process_iter() if p.pid not in before and mine(p, tmp_path)]
 
 
