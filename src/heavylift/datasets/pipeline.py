@@ -1,5 +1,6 @@
-"""A dataset sync, source -> sink, and its two drivers: the `datasets` job processor (async, with
-the next chunk read while the current one is written) and `run_blocking` (inline HTTP syncs).
+"""A dataset sync, source -> sink, and its two drivers: the `datasets` job processor (async: the
+next chunk is read while two encode and finished parts are stored) and `run_blocking` (inline
+HTTP syncs, one chunk after the other).
 
 Resumption: the checkpoint lists the parts written so far, in order, with their SHA-256, and
 names the result table they were read from. An attempt that finds both reads that table again;
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -88,6 +90,7 @@ class DatasetSync:
         self.manifest: Manifest | None = None
         self._result: ResultTable | None = None
         self._wrote_chunk = False  # in this attempt: CHUNK_DELAY_MS applies between chunks
+        self._encode_timing = threading.Lock()  # encode() runs in several threads at once
 
     @property
     def chunk_count(self) -> int:
@@ -166,7 +169,8 @@ class DatasetSync:
         """A chunk's part file bytes; safe to run in several threads at once."""
         started = time.monotonic()
         data = self.sink.encode(table)
-        self._state.timings.encodeMs += int((time.monotonic() - started) * 1000)
+        with self._encode_timing:
+            self._state.timings.encodeMs += int((time.monotonic() - started) * 1000)
         return data
 
     def store(self, index: int, data: bytes, rows: int) -> int:
