@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from heavylift.ai.base import Analysis
-from heavylift.documents.chunk import Chunk
 from heavylift.documents.intake import (
     DocumentJobData,
     Intake,
@@ -26,6 +25,7 @@ from heavylift.queue import QueueName, SyncQueues
 from heavylift.schemas import JobView
 from heavylift.settings import Settings
 from heavylift.storage import ObjectStore
+from heavylift.text import Chunk
 
 DOCS = QueueName.DOCUMENTS
 RESULT_KEYS = {"documentId", "status", "chunks", "themes", "quotes", "insights"}

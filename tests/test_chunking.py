@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from heavylift.documents.chunk import Chunk, chunk_pages
+from heavylift.documents.chunk import chunk_pages
 from heavylift.documents.extract import Page, extract_pages
-from heavylift.documents.tokenizer import get_encoding, install_shipped_encoding
+from heavylift.text import Chunk
+from heavylift.text.tokenizer import get_encoding, install_shipped_encoding
 from tests.pdf_fixtures import real_manuals
 
 # The sha256 tiktoken itself checks for each file (tiktoken_ext/openai_public.py).

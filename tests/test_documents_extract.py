@@ -19,7 +19,7 @@ from heavylift.documents.errors import (
 )
 from heavylift.documents.extract import ExtractResult, PdfEngine, extract_pages
 from heavylift.documents.pdf_pdfium import open_pdfium
-from heavylift.documents.text import normalize_text
+from heavylift.text import normalize_text
 from tests.pdf_fixtures import encrypted_copy, mixed_pdf, real_manuals, text_pdf
 
 ENGINES: tuple[PdfEngine, ...] = ("pypdfium2", "pypdf")

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from heavylift.documents.chunk import Chunk
+from heavylift.text import Chunk
 
 Vectors = npt.NDArray[np.float32]  # shape (texts, dimensions)
 

@@ -23,7 +23,7 @@ from heavylift.ai.base import (
     TokenUsage,
     Vectors,
 )
-from heavylift.documents.chunk import Chunk
+from heavylift.text import Chunk
 
 EMBEDDING_DIMENSIONS = 384
 _WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)

@@ -30,9 +30,9 @@ from heavylift.ai.base import (
     known_ids,
     verified_quotes,
 )
-from heavylift.documents.chunk import Chunk
-from heavylift.documents.tokenizer import get_encoding
 from heavylift.settings import Settings
+from heavylift.text import Chunk
+from heavylift.text.tokenizer import get_encoding
 
 # OpenAI's embeddings limits per request.
 MAX_EMBEDDING_INPUTS = 2048

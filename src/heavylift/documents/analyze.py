@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict
 
 from heavylift.ai import make_provider
 from heavylift.ai.base import ProviderInfo, TokenBudget
-from heavylift.documents.chunk import Chunk
 from heavylift.documents.jsonl import read_jsonl
 from heavylift.settings import Settings
+from heavylift.text import Chunk
 
 
 class AnalysisSummary(BaseModel):

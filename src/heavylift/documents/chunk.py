@@ -9,7 +9,6 @@ tiktoken's pre-tokenizer never puts " <non-space>" inside a piece, so a token st
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from heavylift.documents.extract import Page
 from heavylift.documents.jsonl import iter_jsonl, write_jsonl
-from heavylift.documents.tokenizer import get_encoding
+from heavylift.text import Chunk, get_encoding
 
 DEFAULT_ENCODING = "cl100k_base"
 PAGE_SEPARATOR = "\n\n"
@@ -31,26 +30,6 @@ _ID_DIGITS = 12
 BoolArray = npt.NDArray[np.bool_]
 # Token ids fit in 32 bits (cl100k_base and o200k_base have < 2**18): half the memory of int64.
 TokenArray = npt.NDArray[np.int32]
-
-
-class Chunk(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    id: str  # "c00001-<hash>": stable for the same document id, text and settings
-    index: int
-    text: str
-    tokens: int
-    first_page: int
-    last_page: int
-    # (page number, offset in `text` where that page's text starts); first entry is offset 0.
-    page_offsets: list[tuple[int, int]]
-    start_token: int  # window [start_token, end_token) in the document's token stream
-    end_token: int
-
-    def page_at(self, offset: int) -> int:
-        """The page number of the character at `offset` in `text`."""
-        starts = [start for _, start in self.page_offsets]
-        return self.page_offsets[bisect_right(starts, offset) - 1][0]
 
 
 def chunk_pages(

@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict
 
 from heavylift.ai import make_provider
 from heavylift.ai.base import ProviderInfo, TokenBudget
-from heavylift.documents.chunk import Chunk
 from heavylift.documents.jsonl import read_jsonl
 from heavylift.settings import Settings
+from heavylift.text import Chunk
 
 # Chunks per provider call: progress moves after each, and OpenAI requests stay moderate.
 EMBED_BATCH = 256

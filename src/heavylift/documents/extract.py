@@ -14,7 +14,7 @@ from heavylift.documents.errors import EmptyDocumentError
 from heavylift.documents.jsonl import write_jsonl
 from heavylift.documents.pages import WHOLE, PageSource, RawPage, Shard
 from heavylift.documents.pdf_pdfium import REOPEN_EVERY, open_pdfium
-from heavylift.documents.text import normalize_text
+from heavylift.text import normalize_text
 
 PdfEngine = Literal["pypdfium2", "pypdf"]
 Engine = Literal["pypdfium2", "pypdf", "text"]
