@@ -33,8 +33,8 @@ from bench._rss import PeakRss
 from heavylift.datasets import seed, service
 from heavylift.datasets.clients import open_clients
 from heavylift.datasets.request import parse_request
-from heavylift.datasets.sink import Manifest
-from heavylift.queue import QueueName, SyncQueues
+from heavylift.datasets.sink import SyncManifest
+from heavylift.queue import BlockingQueues, QueueName
 from heavylift.settings import Settings
 from local.bq_emulator import launch
 from tests.dataset_checks import read_table
@@ -78,7 +78,7 @@ def raw_read(settings: Settings, dataset: str, emulator_pid: int) -> dict[str, A
 
 
 def sync(
-    settings: Settings, queues: SyncQueues, dataset: str, worker_pid: int, emulator_pid: int
+    settings: Settings, queues: BlockingQueues, dataset: str, worker_pid: int, emulator_pid: int
 ) -> dict[str, Any]:
     """One queued sync through the worker, enqueue to completed."""
     spec = parse_request({"datasetId": dataset, "environment": "production",
@@ -93,7 +93,7 @@ def sync(
     if view.state != "completed":
         raise SystemExit(f"sync failed: {view.failedReason}")
     root = Path(settings.storage_url.removeprefix("file://"))
-    manifest = Manifest.model_validate_json((root / view.result["manifest"]).read_bytes())
+    manifest = SyncManifest.model_validate_json((root / view.result["manifest"]).read_bytes())
     shutil.rmtree(root / "datasets" / job_id)  # ~200 MB at 5M rows
     return {"rows": manifest.totalRows, "seconds": elapsed, "peak": rss.peak, "idle": rss.idle,
             "cpu": cpu.used, "query": manifest.timings.materializeMs / 1000,
@@ -115,7 +115,7 @@ def main() -> None:
     os.environ.update(env)
     settings = Settings()
     worker: subprocess.Popen[bytes] | None = None
-    queues = SyncQueues(settings)
+    queues = BlockingQueues(settings)
     try:
         sizes = {"bench_small": args.small, "bench_large": args.rows}
         clients = open_clients(settings)

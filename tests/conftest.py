@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from heavylift.queue import SyncQueues
+from heavylift.queue import BlockingQueues
 from heavylift.settings import Settings, load_settings
 from tests.servers import RedisServer
 from tests.storage_servers import (  # noqa: F401 - session fixtures for every test module
@@ -49,9 +49,9 @@ def settings(
 
 
 @pytest.fixture
-def queues(settings: Settings) -> Iterator[SyncQueues]:
+def queues(settings: Settings) -> Iterator[BlockingQueues]:
     """The synchronous facade the HTTP functions use, on the test Redis."""
-    client = SyncQueues(settings)
+    client = BlockingQueues(settings)
     yield client
     client.close()
 

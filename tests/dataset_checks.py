@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from google.cloud.bigquery_storage_v1 import types
 
 from heavylift.datasets.clients import BigQueryClients, open_clients
-from heavylift.datasets.sink import Manifest
+from heavylift.datasets.sink import SyncManifest
 from heavylift.datasets.source import arrow_table
 from heavylift.settings import Settings
 from local.bq_emulator import BigQueryEmulator
@@ -64,11 +64,11 @@ def read_source(emulator: BigQueryEmulator, table: str) -> pa.Table:
         clients.close()
 
 
-def read_manifest(settings: Settings, manifest_key: str) -> Manifest:
-    return Manifest.model_validate_json((storage_root(settings) / manifest_key).read_bytes())
+def read_manifest(settings: Settings, manifest_key: str) -> SyncManifest:
+    return SyncManifest.model_validate_json((storage_root(settings) / manifest_key).read_bytes())
 
 
-def read_parts(settings: Settings, manifest_key: str) -> tuple[Manifest, pa.Table]:
+def read_parts(settings: Settings, manifest_key: str) -> tuple[SyncManifest, pa.Table]:
     """The manifest and every Parquet part it lists, concatenated."""
     manifest = read_manifest(settings, manifest_key)
     tables = [pq.read_table(storage_root(settings) / part.key) for part in manifest.parts]

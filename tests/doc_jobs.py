@@ -21,7 +21,7 @@ from heavylift.documents.intake import (
     new_document_id,
     upload_key,
 )
-from heavylift.queue import QueueName, SyncQueues
+from heavylift.queue import BlockingQueues, QueueName
 from heavylift.schemas import JobView
 from heavylift.settings import Settings
 from heavylift.storage import ObjectStore
@@ -43,7 +43,7 @@ class DocJob:
 
 
 def queue_document(
-    queues: SyncQueues,
+    queues: BlockingQueues,
     store: ObjectStore,
     settings: Settings,
     content: bytes | Path,
@@ -66,12 +66,12 @@ def queue_document(
     return DocJob(Intake(settings, queues, store).enqueue(data), data)
 
 
-def view(queues: SyncQueues, job_id: str) -> JobView:
+def view(queues: BlockingQueues, job_id: str) -> JobView:
     return queues.run(lambda q: q.view(DOCS, job_id))
 
 
 def wait_finished(
-    queues: SyncQueues, job_id: str, timeout: float = 60.0, progress: list[float] | None = None
+    queues: BlockingQueues, job_id: str, timeout: float = 60.0, progress: list[float] | None = None
 ) -> JobView:
     """Poll until the job completes or fails; progress values seen are appended to `progress`."""
     deadline = time.monotonic() + timeout
@@ -86,7 +86,9 @@ def wait_finished(
     raise AssertionError(f"job {job_id} not finished within {timeout}s: {current}")
 
 
-def wait_progress(queues: SyncQueues, job_id: str, at_least: float, timeout: float = 30.0) -> float:
+def wait_progress(
+    queues: BlockingQueues, job_id: str, at_least: float, timeout: float = 30.0
+) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         current = view(queues, job_id)

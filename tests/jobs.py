@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from heavylift.queue import Priority, QueueName, SyncQueues
+from heavylift.queue import BlockingQueues, Priority, QueueName
 
 DIAG = QueueName.DIAGNOSTICS
 
 
 def add(
-    queues: SyncQueues, name: str, priority: Priority = Priority.REGULAR, **data: object
+    queues: BlockingQueues, name: str, priority: Priority = Priority.REGULAR, **data: object
 ) -> str:
     return queues.run(lambda q: q.add(DIAG, name, dict(data), priority))
 
 
-def state(queues: SyncQueues, job_id: str) -> str:
+def state(queues: BlockingQueues, job_id: str) -> str:
     return queues.run(lambda q: q.view(DIAG, job_id)).state

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from heavylift.queue import QueueName, SyncQueues
+from heavylift.queue import BlockingQueues, QueueName
 from heavylift.settings import Settings
 from tests.api_server import Api, start_api
 from tests.servers import RedisServer, wait_for
@@ -19,7 +19,7 @@ from tests.worker_proc import WorkerProcess
 class Stack:
     api: Api
     worker: WorkerProcess
-    queues: SyncQueues
+    queues: BlockingQueues
     redis: RedisServer
 
     def wait_state(self, queue: QueueName, job_id: str, state: str, timeout: float = 20) -> None:
@@ -41,7 +41,7 @@ def stack_fixture(
     api = start_api(env, workdir)
     worker = WorkerProcess(redis_server.url, STORAGE_URL=env["STORAGE_URL"],
                            BACKOFF_BASE_MS="200").wait_ready()
-    queues = SyncQueues(Settings(redis_url=redis_server.url, backoff_base_ms=200))
+    queues = BlockingQueues(Settings(redis_url=redis_server.url, backoff_base_ms=200))
     yield Stack(api, worker, queues, redis_server)
     queues.close()
     worker.stop()

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from heavylift.api.services import reset_services
-from heavylift.queue import Priority, QueueName, SyncQueues
+from heavylift.queue import BlockingQueues, Priority, QueueName
 from heavylift.settings import Settings
 from heavylift.storage import ObjectStore, open_store
 from tests.api_server import API_KEY, Api, backend_env, start_api
@@ -147,7 +147,7 @@ def test_upload_url_put_and_event_queue_once(fresh: Api, tmp_path: Path) -> None
                                          info.metadata)
             assert delivered.status_code == 200, delivered.text
         job_id = None
-    queues = SyncQueues(Settings(redis_url=fresh.env["REDIS_URL"]))
+    queues = BlockingQueues(Settings(redis_url=fresh.env["REDIS_URL"]))
     page = queues.run(lambda q: q.page(DOCS, "waiting"))
     queues.close()
     assert page.total == 1
@@ -200,7 +200,7 @@ def test_idempotency_key_and_same_content_return_the_existing_job(
 def test_manifest_and_reprocess(local: Api, sample_pdf: bytes) -> None:
     queued = upload(local, ("m.pdf", sample_pdf)).json()["jobs"][0]
     store = store_of(local)
-    queues = SyncQueues(Settings(redis_url=local.env["REDIS_URL"]))
+    queues = BlockingQueues(Settings(redis_url=local.env["REDIS_URL"]))
     document_id = queues.run(lambda q: q.bull(DOCS).getJob(queued["jobId"])).data["documentId"]
     running = local.session.get(local.url(f"/api/documents/{document_id}"), timeout=10)
     assert running.status_code == 202 and running.json()["jobId"] == queued["jobId"]

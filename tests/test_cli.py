@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from heavylift.queue import QueueName, SyncQueues
+from heavylift.queue import BlockingQueues, QueueName
 from heavylift.settings import Settings
 from tests.api_server import Api, run_cli, start_api
 from tests.jobs import add
@@ -53,7 +53,7 @@ def test_submit_wait_status_watch(cli: Api, tmp_path: Path) -> None:
 
 
 def test_failed_job_exit_code_and_one_line_errors(cli: Api, tmp_path: Path) -> None:
-    queues = SyncQueues(Settings(redis_url=cli.env["REDIS_URL"], job_attempts=1))
+    queues = BlockingQueues(Settings(redis_url=cli.env["REDIS_URL"], job_attempts=1))
     job_id = add(queues, "fail", message="broken on purpose")
     queues.close()
     watched = run_cli(cli, "watch", job_id, "--queue", str(QueueName.DIAGNOSTICS),
@@ -75,7 +75,7 @@ def test_failed_job_exit_code_and_one_line_errors(cli: Api, tmp_path: Path) -> N
 
 
 def test_stats_jobs_retry_and_clean(cli: Api) -> None:
-    once = SyncQueues(Settings(redis_url=cli.env["REDIS_URL"], job_attempts=1))
+    once = BlockingQueues(Settings(redis_url=cli.env["REDIS_URL"], job_attempts=1))
     failed = [add(once, "fail", message=f"boom {n}") for n in range(3)]
     diag = str(QueueName.DIAGNOSTICS)
     for job_id in failed:

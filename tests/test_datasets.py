@@ -28,7 +28,7 @@ from heavylift.datasets.errors import (
 )
 from heavylift.datasets.pipeline import DatasetSync, run_blocking
 from heavylift.datasets.request import SyncRequestError, parse_request
-from heavylift.queue import QueueName, SyncQueues
+from heavylift.queue import BlockingQueues, QueueName
 from heavylift.settings import Settings
 from tests.dataset_checks import (
     DATASET,
@@ -123,7 +123,7 @@ def test_count_is_a_parameterised_query_and_ignores_total_count(
 
 
 def test_below_threshold_syncs_inline_with_exactly_the_source_rows(
-    bq_settings: Settings, queues: SyncQueues, source_actuals: pa.Table
+    bq_settings: Settings, queues: BlockingQueues, source_actuals: pa.Table
 ) -> None:
     spec = parse_request(body(chunkSize=1000), bq_settings)
     total = service.count_rows(bq_settings, spec)
@@ -152,7 +152,7 @@ def test_below_threshold_syncs_inline_with_exactly_the_source_rows(
 
 
 def test_at_threshold_the_sync_is_queued_with_its_plan(
-    bq_settings: Settings, queues: SyncQueues
+    bq_settings: Settings, queues: BlockingQueues
 ) -> None:
     spec = parse_request(body(chunkSize=1000), bq_settings)
     total = service.count_rows(bq_settings, spec)

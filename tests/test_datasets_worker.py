@@ -16,7 +16,7 @@ import pytest
 
 from heavylift.datasets import service
 from heavylift.datasets.request import parse_request
-from heavylift.queue import QueueName, SyncQueues
+from heavylift.queue import BlockingQueues, QueueName
 from heavylift.settings import Settings
 from tests.dataset_checks import (
     DATASET,
@@ -54,7 +54,7 @@ def forecast_spec(settings: Settings, **overrides: Any) -> Any:
                           **overrides}, settings)
 
 
-def job_view(queues: SyncQueues, job_id: str) -> dict[str, Any]:
+def job_view(queues: BlockingQueues, job_id: str) -> dict[str, Any]:
     return queues.run(lambda q: q.view(QueueName.DATASETS, job_id)).model_dump()
 
 
@@ -68,7 +68,7 @@ def assert_exactly_the_source(settings: Settings, result: dict[str, Any], source
 
 
 def test_million_rows_sync_in_50k_chunks_through_the_worker(
-    bq_settings: Settings, queues: SyncQueues, start_worker: Any, source_forecast: pa.Table
+    bq_settings: Settings, queues: BlockingQueues, start_worker: Any, source_forecast: pa.Table
 ) -> None:
     spec = forecast_spec(bq_settings)
     total = service.count_rows(bq_settings, spec)
@@ -93,7 +93,7 @@ def test_million_rows_sync_in_50k_chunks_through_the_worker(
 
 
 def test_sigkilled_sync_resumes_at_the_first_unwritten_chunk(
-    bq_settings: Settings, queues: SyncQueues, start_worker: Any, source_forecast: pa.Table
+    bq_settings: Settings, queues: BlockingQueues, start_worker: Any, source_forecast: pa.Table
 ) -> None:
     spec = forecast_spec(bq_settings, chunkDelayMs=300)
     job_id = service.enqueue(queues, spec, FORECAST_ROWS)
@@ -126,7 +126,7 @@ def checkpointed_parts(folder: Path) -> int:
 
 
 def test_unknown_table_fails_at_once_with_a_clear_reason(
-    bq_settings: Settings, queues: SyncQueues, start_worker: Any
+    bq_settings: Settings, queues: BlockingQueues, start_worker: Any
 ) -> None:
     spec = forecast_spec(bq_settings, datasetId="no_such_dataset")
     job_id = service.enqueue(queues, spec, 100_000)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from heavylift.documents.intake import UploadOptions
-from heavylift.queue import SyncQueues
+from heavylift.queue import BlockingQueues
 from heavylift.settings import Settings
 from heavylift.storage import ObjectStore, open_store
 from tests.api_server import start_api
@@ -87,7 +87,7 @@ def stage_events(worker: WorkerProcess, job_id: str) -> dict[str, bool]:
 
 
 def test_generated_and_real_pdfs_end_to_end_with_rising_progress(
-    queues: SyncQueues, settings: Settings, store: ObjectStore, start_worker: StartWorker,
+    queues: BlockingQueues, settings: Settings, store: ObjectStore, start_worker: StartWorker,
     generated_pdf: Path, manuals: Path,
 ) -> None:
     worker = start_worker(STORAGE_URL=settings.storage_url, CPU_WORKERS="2")
@@ -116,7 +116,7 @@ def test_generated_and_real_pdfs_end_to_end_with_rising_progress(
 
 
 def test_unusable_files_fail_at_once_and_scans_complete_with_ocr_pages(
-    queues: SyncQueues, settings: Settings, store: ObjectStore, start_worker: StartWorker,
+    queues: BlockingQueues, settings: Settings, store: ObjectStore, start_worker: StartWorker,
     generated_pdf: Path, tmp_path: Path,
 ) -> None:
     data = generated_pdf.read_bytes()
@@ -160,7 +160,7 @@ def test_unusable_files_fail_at_once_and_scans_complete_with_ocr_pages(
 
 
 def test_openai_provider_path_and_budget_overrun(
-    queues: SyncQueues, settings: Settings, store: ObjectStore, start_worker: StartWorker,
+    queues: BlockingQueues, settings: Settings, store: ObjectStore, start_worker: StartWorker,
     fake_openai: FakeOpenAI, manuals: Path,
 ) -> None:
     fake_openai.fail_next(429, {"Retry-After": "0.2"})  # the client waits and retries
@@ -192,7 +192,7 @@ def test_openai_provider_path_and_budget_overrun(
 
 
 def test_sigkill_during_extraction_recovers_with_identical_outputs(
-    queues: SyncQueues, settings: Settings, store: ObjectStore, start_worker: StartWorker,
+    queues: BlockingQueues, settings: Settings, store: ObjectStore, start_worker: StartWorker,
     manuals: Path,
 ) -> None:
     big = manuals / "fullrefman.pdf"
@@ -221,7 +221,7 @@ def test_sigkill_during_extraction_recovers_with_identical_outputs(
 
 
 def test_sigkill_during_embeddings_reuses_extraction_and_analysis(
-    queues: SyncQueues, settings: Settings, store: ObjectStore, start_worker: StartWorker,
+    queues: BlockingQueues, settings: Settings, store: ObjectStore, start_worker: StartWorker,
     fake_openai: FakeOpenAI, manuals: Path,
 ) -> None:
     env = {"STORAGE_URL": settings.storage_url, **FAST_RECOVERY, **openai_env(fake_openai)}

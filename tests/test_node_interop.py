@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from heavylift.queue import SyncQueues
+from heavylift.queue import BlockingQueues
 from heavylift.settings import Settings
 from tests.jobs import DIAG, add, state
 from tests.servers import child_env, free_port, port_open, wait_for
@@ -32,7 +32,7 @@ def node_modules() -> Path:
 
 
 def test_job_added_by_node_bullmq_is_processed_by_our_worker(
-    node_modules: Path, redis_url: str, queues: SyncQueues, start_worker
+    node_modules: Path, redis_url: str, queues: BlockingQueues, start_worker
 ) -> None:
     start_worker()
     produced = subprocess.run(
@@ -62,7 +62,7 @@ def board(node_modules: Path, redis_url: str) -> Iterator[str]:
 def test_bull_board_shows_and_retries_our_failed_jobs(
     board: str, settings: Settings, start_worker
 ) -> None:
-    once = SyncQueues(settings.model_copy(update={"job_attempts": 1}))
+    once = BlockingQueues(settings.model_copy(update={"job_attempts": 1}))
     failed = [add(once, "fail", message="node sees me") for _ in range(2)]
     worker = start_worker()
     for job_id in failed:

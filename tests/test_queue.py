@@ -7,18 +7,18 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from heavylift.queue import (
+    BlockingQueues,
     JobNotFoundError,
     JobStateError,
     Priority,
     QueueUnavailableError,
-    SyncQueues,
 )
 from heavylift.settings import Settings
 from tests.jobs import DIAG, add
 from tests.servers import free_port, wait_for
 
 
-def test_new_job_has_the_seed_shape_and_counts_as_waiting(queues: SyncQueues) -> None:
+def test_new_job_has_the_seed_shape_and_counts_as_waiting(queues: BlockingQueues) -> None:
     job_id = add(queues, "noop", Priority.AI)
     view = queues.run(lambda q: q.view(DIAG, job_id)).model_dump()
     assert set(view) == {"id", "state", "progress", "result", "createdAt", "processedAt",
@@ -29,7 +29,7 @@ def test_new_job_has_the_seed_shape_and_counts_as_waiting(queues: SyncQueues) ->
     assert counts == {"waiting": 1, "active": 0, "completed": 0, "failed": 0, "delayed": 0}
 
 
-def test_jobs_carry_the_product_defaults(queues: SyncQueues, settings: Settings) -> None:
+def test_jobs_carry_the_product_defaults(queues: BlockingQueues, settings: Settings) -> None:
     job_id = add(queues, "noop", Priority.REPROCESSING)
     job = queues.run(lambda q: q.bull(DIAG).getJob(job_id))
     assert job.opts["attempts"] == 3
@@ -39,19 +39,19 @@ def test_jobs_carry_the_product_defaults(queues: SyncQueues, settings: Settings)
     assert job.opts["removeOnFail"] == {"count": settings.keep_failed}
 
 
-def test_same_job_id_is_added_once(queues: SyncQueues) -> None:
+def test_same_job_id_is_added_once(queues: BlockingQueues) -> None:
     first = queues.run(lambda q: q.add(DIAG, "noop", {"n": 1}, Priority.REGULAR, job_id="x-1"))
     second = queues.run(lambda q: q.add(DIAG, "noop", {"n": 2}, Priority.REGULAR, job_id="x-1"))
     assert first == second == "x-1"
     assert queues.run(lambda q: q.counts(DIAG)).waiting == 1
 
 
-def test_unknown_job_is_not_found(queues: SyncQueues) -> None:
+def test_unknown_job_is_not_found(queues: BlockingQueues) -> None:
     with pytest.raises(JobNotFoundError):
         queues.run(lambda q: q.view(DIAG, "404"))
 
 
-def test_paging_lists_newest_first(queues: SyncQueues) -> None:
+def test_paging_lists_newest_first(queues: BlockingQueues) -> None:
     ids = [add(queues, "noop", n=n) for n in range(5)]
     first = queues.run(lambda q: q.page(DIAG, "waiting", page=1, page_size=2))
     second = queues.run(lambda q: q.page(DIAG, "waiting", page=3, page_size=2))
@@ -62,7 +62,7 @@ def test_paging_lists_newest_first(queues: SyncQueues) -> None:
 
 
 def test_failed_job_retry_one_and_all_then_clean(settings: Settings, start_worker) -> None:
-    queues = SyncQueues(settings.model_copy(update={"job_attempts": 1}))
+    queues = BlockingQueues(settings.model_copy(update={"job_attempts": 1}))
     failing = [add(queues, "fail", message="boom") for _ in range(3)]
     worker = start_worker()
     wait_for(lambda: queues.run(lambda q: q.counts(DIAG)).failed == 3, 15)
@@ -88,7 +88,7 @@ def test_failed_job_retry_one_and_all_then_clean(settings: Settings, start_worke
     queues.close()
 
 
-def test_pause_stops_processing_until_resume(queues: SyncQueues, start_worker) -> None:
+def test_pause_stops_processing_until_resume(queues: BlockingQueues, start_worker) -> None:
     queues.run(lambda q: q.pause(DIAG))
     assert queues.run(lambda q: q.is_paused(DIAG))
     start_worker(DRAIN_DELAY_S="1")
@@ -99,7 +99,7 @@ def test_pause_stops_processing_until_resume(queues: SyncQueues, start_worker) -
     wait_for(lambda: queues.run(lambda q: q.view(DIAG, job_id)).state == "completed", 10)
 
 
-def test_facade_reuses_one_connection_across_threads(queues: SyncQueues) -> None:
+def test_facade_reuses_one_connection_across_threads(queues: BlockingQueues) -> None:
     def connections() -> int:
         return len(queues.run(lambda q: q.bull(DIAG).client.client_list()))
 
@@ -112,6 +112,6 @@ def test_facade_reuses_one_connection_across_threads(queues: SyncQueues) -> None
 
 def test_redis_down_raises_unavailable_quickly(settings: Settings) -> None:
     down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-    client = SyncQueues(down, timeout_s=2)
+    client = BlockingQueues(down, timeout_s=2)
     with pytest.raises(QueueUnavailableError):
         client.run(lambda q: q.counts(DIAG))

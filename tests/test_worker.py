@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from heavylift.queue import Priority, SyncQueues
+from heavylift.queue import BlockingQueues, Priority
 from heavylift.settings import Settings
 from tests.jobs import DIAG, add, state
 from tests.servers import RedisServer, child_env, free_port
@@ -20,7 +20,7 @@ FAST_LOCKS = {"LOCK_DURATION_MS": "1000", "STALLED_INTERVAL_MS": "500"}
 
 
 
-def test_priority_order_is_honoured(queues: SyncQueues, start_worker) -> None:
+def test_priority_order_is_honoured(queues: BlockingQueues, start_worker) -> None:
     reprocess = add(queues, "noop", Priority.REPROCESSING)
     regular = add(queues, "noop", Priority.REGULAR)
     ai = add(queues, "noop", Priority.AI)
@@ -32,7 +32,7 @@ def test_priority_order_is_honoured(queues: SyncQueues, start_worker) -> None:
 
 
 def test_failing_job_is_tried_three_times_with_exponential_gaps(
-    queues: SyncQueues, start_worker
+    queues: BlockingQueues, start_worker
 ) -> None:
     job_id = add(queues, "fail", message="always")
     worker = start_worker()
@@ -51,7 +51,7 @@ def test_failing_job_is_tried_three_times_with_exponential_gaps(
 
 
 def test_progress_set_in_the_worker_is_read_from_another_process(
-    queues: SyncQueues, start_worker
+    queues: BlockingQueues, start_worker
 ) -> None:
     start_worker()
     job_id = add(queues, "sleep", seconds=2)
@@ -69,7 +69,7 @@ def test_progress_set_in_the_worker_is_read_from_another_process(
 
 
 def test_cpu_job_three_times_the_lock_duration_runs_once(
-    queues: SyncQueues, start_worker
+    queues: BlockingQueues, start_worker
 ) -> None:
     worker = start_worker(**FAST_LOCKS)
     job_id = add(queues, "cpu", seconds=3)
@@ -81,7 +81,7 @@ def test_cpu_job_three_times_the_lock_duration_runs_once(
 
 
 def test_sigkill_mid_job_another_worker_completes_it_once(
-    queues: SyncQueues, start_worker
+    queues: BlockingQueues, start_worker
 ) -> None:
     doomed = start_worker(**FAST_LOCKS)
     job_id = add(queues, "cpu", seconds=2)
@@ -98,7 +98,7 @@ def test_sigkill_mid_job_another_worker_completes_it_once(
     assert len(rescuer.find("started", jobId=job_id)) == 1
 
 
-def test_sigterm_lets_a_short_job_finish(queues: SyncQueues, start_worker) -> None:
+def test_sigterm_lets_a_short_job_finish(queues: BlockingQueues, start_worker) -> None:
     worker = start_worker(SHUTDOWN_GRACE_S="10")
     job_id = add(queues, "sleep", seconds=1.5)
     worker.wait_event("started", jobId=job_id)
@@ -109,7 +109,7 @@ def test_sigterm_lets_a_short_job_finish(queues: SyncQueues, start_worker) -> No
 
 
 def test_sigterm_hands_back_a_long_job_without_using_an_attempt(
-    queues: SyncQueues, start_worker
+    queues: BlockingQueues, start_worker
 ) -> None:
     worker = start_worker(SHUTDOWN_GRACE_S="0.5")
     job_id = add(queues, "cpu", seconds=4)
@@ -128,7 +128,7 @@ def test_sigterm_hands_back_a_long_job_without_using_an_attempt(
 
 
 def test_worker_survives_a_redis_restart(
-    queues: SyncQueues, redis_server: RedisServer, start_worker
+    queues: BlockingQueues, redis_server: RedisServer, start_worker
 ) -> None:
     worker = start_worker(DRAIN_DELAY_S="1")
     before = add(queues, "noop")
@@ -184,7 +184,7 @@ def test_bad_setting_stops_start_up_with_one_line(env: dict[str, str], expected:
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_metrics_count_jobs_and_backlog(queues: SyncQueues, start_worker) -> None:
+def test_metrics_count_jobs_and_backlog(queues: BlockingQueues, start_worker) -> None:
     worker = start_worker()
     done = [add(queues, "noop") for _ in range(3)]
     failing = add(queues, "fail")
@@ -208,7 +208,7 @@ def test_metrics_count_jobs_and_backlog(queues: SyncQueues, start_worker) -> Non
 def test_cpu_time_limit_ends_only_the_job_that_overran(
     settings: Settings, start_worker
 ) -> None:
-    once = SyncQueues(settings.model_copy(update={"job_attempts": 1}))
+    once = BlockingQueues(settings.model_copy(update={"job_attempts": 1}))
     worker = start_worker(JOB_CONCURRENCY="2", CPU_WORKERS="2")
     neighbour = add(once, "cpu", seconds=3)
     overrun = add(once, "cpu", seconds=30, limitSeconds=1)

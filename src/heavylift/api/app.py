@@ -9,7 +9,7 @@ from typing import Any
 from flask import Request, Response
 from werkzeug.routing import Map, Rule
 
-from heavylift.api import datasets, documents, pages, queue_admin
+from heavylift.api import datasets, documents, queue_admin, web_pages
 from heavylift.api.auth import require_api_key
 from heavylift.api.errors import error_response
 from heavylift.api.job_events import job_events
@@ -41,9 +41,9 @@ _ROUTES: dict[str, tuple[Handler, bool]] = {
     "queue_pause": (queue_admin.pause, True),
     "queue_resume": (queue_admin.resume, True),
     # Pages check the key themselves: without one they answer with a sign-in page, not JSON.
-    "upload_page": (pages.upload_page, False),
-    "admin_page": (pages.admin_page, False),
-    "asset": (pages.asset, False),
+    "upload_page": (web_pages.upload_page, False),
+    "admin_page": (web_pages.admin_page, False),
+    "asset": (web_pages.asset, False),
 }
 
 # EventSource cannot send headers: these streams also take the key as `?key=`.

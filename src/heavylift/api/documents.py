@@ -10,9 +10,9 @@ from flask import Request, Response
 from pydantic import BaseModel, Field
 
 from heavylift.api.errors import ApiError, as_api_error, json_response, read_json
-from heavylift.api.events import enqueue_finalized
 from heavylift.api.queue_admin import seed_status
 from heavylift.api.services import Services
+from heavylift.api.upload_finalized import enqueue_finalized
 from heavylift.documents.intake import (
     AcceptedUpload,
     DocumentJobData,

@@ -15,7 +15,7 @@ from heavylift.api.queue_admin import queue_named
 from heavylift.api.services import Services
 from heavylift.api.sse import Answer, sse_event, sse_response
 from heavylift.queue import JobNotFoundError, QueueName
-from heavylift.queue.events import QueueEvent, QueueEventReader
+from heavylift.queue.event_stream import QueueEvent, QueueEventReader
 from heavylift.schemas import JobView
 
 _FINAL = {"completed", "failed"}

@@ -13,7 +13,7 @@ from heavylift.api.queue_admin import overview_of
 from heavylift.api.services import Services
 from heavylift.api.sse import Answer, sse_event, sse_response
 from heavylift.queue import QueueName
-from heavylift.queue.events import QueueEvent, QueueEventReader
+from heavylift.queue.event_stream import QueueEvent, QueueEventReader
 
 
 class CountsFollower:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from heavylift.documents.intake import Intake
-from heavylift.queue import SyncQueues
+from heavylift.queue import BlockingQueues
 from heavylift.settings import Settings, load_settings
 from heavylift.storage import ObjectStore, open_store
 
@@ -16,7 +16,7 @@ from heavylift.storage import ObjectStore, open_store
 @dataclass
 class Services:
     settings: Settings
-    queues: SyncQueues
+    queues: BlockingQueues
     store: ObjectStore
 
     @cached_property
@@ -36,7 +36,7 @@ def services() -> Services:
             settings = load_settings()
             _services = Services(
                 settings=settings,
-                queues=SyncQueues(settings, timeout_s=settings.redis_op_timeout_s),
+                queues=BlockingQueues(settings, timeout_s=settings.redis_op_timeout_s),
                 store=open_store(settings.storage_url, settings),
             )
         return _services

@@ -13,7 +13,7 @@ from pydantic_core import to_json
 
 from heavylift.queue import QueueUnavailableError
 from heavylift.queue.client import REDIS_DOWN_ERRORS
-from heavylift.queue.events import QueueEvent, QueueEventReader
+from heavylift.queue.event_stream import QueueEvent, QueueEventReader
 from heavylift.settings import Settings
 
 log = logging.getLogger("heavylift.api")

@@ -34,9 +34,9 @@ from heavylift.datasets.sink import (
     CHECKPOINT,
     MANIFEST,
     FieldInfo,
-    Manifest,
     PartSink,
     RunInfo,
+    SyncManifest,
     Timings,
     digest,
     now_ms,
@@ -87,7 +87,7 @@ class DatasetSync:
         self.sync_id = sync_id
         self.clients: BigQueryClients = open_clients(settings)
         self.sink = PartSink(open_store(settings.storage_url, settings), sync_id, spec.format)
-        self.manifest: Manifest | None = None
+        self.manifest: SyncManifest | None = None
         self._result: ResultTable | None = None
         self._wrote_chunk = False  # in this attempt: CHUNK_DELAY_MS applies between chunks
         self._encode_timing = threading.Lock()  # encode() runs in several threads at once
@@ -101,7 +101,7 @@ class DatasetSync:
         return self._state.totalRows
 
     @property
-    def _state(self) -> Manifest:
+    def _state(self) -> SyncManifest:
         if self.manifest is None:
             raise RuntimeError("DatasetSync.start() was not called")
         return self.manifest
@@ -125,12 +125,12 @@ class DatasetSync:
                 "event": "sync_resumed", "syncId": self.sync_id, "firstChunk": first})
         return first
 
-    def _begin(self) -> Manifest:
+    def _begin(self) -> SyncManifest:
         self.sink.clear()
         started = now_ms()
         ref = result_table_ref(self.clients, self.sync_id)
         self._result = result = materialize(self.clients, self.spec, ref)
-        manifest = Manifest(
+        manifest = SyncManifest(
             syncId=self.sync_id, request=self.spec.job_data(), resultTable=ref.table_id,
             format=self.spec.format, chunkSize=self.spec.chunkSize, totalRows=result.rows,
             schema_=[FieldInfo(name=f.name, type=f.field_type, mode=f.mode) for f in result.schema],

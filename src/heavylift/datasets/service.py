@@ -19,7 +19,7 @@ from heavylift.datasets.clients import open_clients
 from heavylift.datasets.pipeline import JOB_NAME, SyncResult, run_blocking
 from heavylift.datasets.request import SyncRequestError, SyncSpec, parse_request
 from heavylift.datasets.source import count_rows as _count_rows
-from heavylift.queue import Priority, QueueName, SyncQueues
+from heavylift.queue import BlockingQueues, Priority, QueueName
 from heavylift.settings import Settings
 
 __all__ = [
@@ -78,7 +78,7 @@ def run_inline(settings: Settings, spec: SyncSpec) -> SyncResult:
     return run_blocking(settings, spec, f"inline-{uuid.uuid4().hex}")
 
 
-def enqueue(queues: SyncQueues, spec: SyncSpec, total: int) -> str:
+def enqueue(queues: BlockingQueues, spec: SyncSpec, total: int) -> str:
     """Queue the sync; the job id is unique (it names the sync's storage folder and table)."""
     job_id = f"ds-{uuid.uuid4().hex}"
     data = {**spec.job_data(), "totalCount": total}
@@ -88,7 +88,7 @@ def enqueue(queues: SyncQueues, spec: SyncSpec, total: int) -> str:
 
 
 def start_sync(
-    settings: Settings, queues: SyncQueues, spec: SyncSpec
+    settings: Settings, queues: BlockingQueues, spec: SyncSpec
 ) -> SyncCompleted | SyncQueued:
     total = count_rows(settings, spec)
     if total < settings.sync_threshold:

@@ -74,7 +74,7 @@ class Timings(BaseModel):
     writeMs: int = 0  # storing parts and checkpoints
 
 
-class Manifest(BaseModel):
+class SyncManifest(BaseModel):
     """The sync's record: the checkpoint while it runs, `manifest.json` once COMPLETED."""
 
     syncId: str
@@ -123,14 +123,14 @@ class PartSink:
         return PartInfo(index=index, key=info.key, rows=rows, bytes=info.size,
                         sha256=digest(data), writtenAt=now_ms())
 
-    def load(self, name: str) -> Manifest | None:
+    def load(self, name: str) -> SyncManifest | None:
         try:
             with self.store.open_read(self.key(name)) as stream:
-                return Manifest.model_validate_json(stream.read())
+                return SyncManifest.model_validate_json(stream.read())
         except ObjectNotFoundError:
             return None
 
-    def save(self, name: str, manifest: Manifest) -> str:
+    def save(self, name: str, manifest: SyncManifest) -> str:
         data = manifest.model_dump_json(by_alias=True, indent=1).encode()
         return self.store.put_bytes(self.key(name), data).key
 

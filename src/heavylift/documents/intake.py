@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from heavylift.documents.detect import DocumentType, detect_stream
 from heavylift.documents.errors import DocumentError, EmptyDocumentError
-from heavylift.queue import Priority, QueueName, Queues, QueueUnavailableError, SyncQueues
+from heavylift.queue import BlockingQueues, Priority, QueueName, Queues, QueueUnavailableError
 from heavylift.queue.idempotency import Claim
 from heavylift.settings import Settings
 from heavylift.storage import ObjectStore
@@ -128,7 +128,7 @@ def _sha256_of(stream: BinaryIO) -> str:
 
 
 class Intake:
-    def __init__(self, settings: Settings, queues: SyncQueues, store: ObjectStore) -> None:
+    def __init__(self, settings: Settings, queues: BlockingQueues, store: ObjectStore) -> None:
         self.settings = settings
         self.queues = queues
         self.store = store

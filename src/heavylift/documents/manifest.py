@@ -42,7 +42,7 @@ class ManifestError(BaseModel):
     message: str
 
 
-class Manifest(BaseModel):
+class DocumentManifest(BaseModel):
     documentId: str
     jobId: str
     attempt: int

@@ -31,7 +31,12 @@ from heavylift.documents.embed import EmbeddingSummary, embed_jsonl
 from heavylift.documents.errors import DocumentError, EmptyDocumentError, ExtractionTimeoutError
 from heavylift.documents.extract import ExtractSummary, extract_to_jsonl
 from heavylift.documents.intake import DocumentJobData
-from heavylift.documents.manifest import DocumentResult, Manifest, ManifestCounts, ManifestError
+from heavylift.documents.manifest import (
+    DocumentManifest,
+    DocumentResult,
+    ManifestCounts,
+    ManifestError,
+)
 from heavylift.documents.store import (
     ANALYSIS,
     CHUNKS,
@@ -258,13 +263,13 @@ class _Run:
 
     # --- results ------------------------------------------------------------------------------
 
-    def _manifest(self, error: ManifestError | None) -> Manifest:
+    def _manifest(self, error: ManifestError | None) -> DocumentManifest:
         cp = self.checkpoint
         extract, chunk, analysis, vectors = cp.extract, cp.chunk, cp.analysis, cp.embeddings
         outputs = {PAGES: extract, CHUNKS: chunk, ANALYSIS: analysis, VECTORS: vectors,
                    VECTOR_INDEX: vectors}
         ai = vectors or analysis
-        return Manifest(
+        return DocumentManifest(
             documentId=self.data.documentId,
             jobId=self.ctx.id,
             attempt=self.ctx.attempt,

@@ -1,5 +1,6 @@
-"""heavylift's queue layer over bullmq (async `Queues`, sync `SyncQueues`)."""
+"""heavylift's queue layer over bullmq (async `Queues`, sync `BlockingQueues`)."""
 
+from heavylift.queue.blocking import BlockingQueues
 from heavylift.queue.client import (
     JobNotFoundError,
     JobStateError,
@@ -9,16 +10,15 @@ from heavylift.queue.client import (
     job_options,
 )
 from heavylift.queue.names import Priority, QueueName
-from heavylift.queue.sync import SyncQueues
 
 __all__ = [
+    "BlockingQueues",
     "JobNotFoundError",
     "JobStateError",
     "Priority",
     "QueueName",
     "QueueUnavailableError",
     "Queues",
-    "SyncQueues",
     "bull_options",
     "job_options",
 ]

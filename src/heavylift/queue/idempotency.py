@@ -7,9 +7,9 @@ import hashlib
 import json
 from typing import Any
 
+from heavylift.queue.blocking import BlockingQueues
 from heavylift.queue.client import Queues
 from heavylift.queue.names import QueueName
-from heavylift.queue.sync import SyncQueues
 
 _PENDING = "pending"
 
@@ -17,7 +17,9 @@ _PENDING = "pending"
 class Claim:
     """absent -> `take` (pending, short-lived) -> `complete` (the accepted upload, kept for TTL)."""
 
-    def __init__(self, queues: SyncQueues, key: str, ttl_s: int, pending_ttl_s: int = 120) -> None:
+    def __init__(
+        self, queues: BlockingQueues, key: str, ttl_s: int, pending_ttl_s: int = 120
+    ) -> None:
         digest = hashlib.sha256(key.encode()).hexdigest()
         self.queues = queues
         self.redis_key = f"{queues.settings.queue_prefix}:heavylift:idem:{digest}"

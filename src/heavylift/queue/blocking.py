@@ -17,8 +17,8 @@ from heavylift.settings import Settings
 T = TypeVar("T")
 
 
-class SyncQueues:
-    """Run `Queues` operations from any thread: `sync.run(lambda q: q.counts(name))`."""
+class BlockingQueues:
+    """Run `Queues` operations from any thread: `queues.run(lambda q: q.counts(name))`."""
 
     def __init__(self, settings: Settings, timeout_s: float = 5.0) -> None:
         self.settings = settings
