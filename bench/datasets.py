@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 
 from bench._rss import PeakRss
-from heavylift.datasets import seed, service
+from heavylift.datasets import job, seed
 from heavylift.datasets.clients import open_clients
 from heavylift.datasets.request import parse_request
 from heavylift.datasets.sink import SyncManifest
@@ -85,7 +85,7 @@ def sync(
                           "volumeType": "inbound", "jobType": "forecast", **RANGE}, settings)
     with PeakRss(worker_pid, every_s=0.02) as rss, Cpu(emulator_pid, worker_pid) as cpu:
         started = time.perf_counter()
-        job_id = service.enqueue(queues, spec, 0)
+        job_id = queues.run(lambda q: job.enqueue(q, spec, 0))
         wait_for(lambda: queues.run(lambda q: q.view(QueueName.DATASETS, job_id)).state
                  in ("completed", "failed"), timeout=1200, interval=0.05)
         elapsed = time.perf_counter() - started

@@ -83,8 +83,8 @@ def run_raw(pdf: Path) -> dict[str, Any]:
 class _Job:
     """What JobContext reads of a bullmq Job; progress is kept in memory instead of Redis."""
 
-    def __init__(self, job_id: str, data: dict[str, Any]) -> None:
-        self.id, self.name, self.data = job_id, "process", data
+    def __init__(self, job_id: str, name: str, data: dict[str, Any]) -> None:
+        self.id, self.name, self.data = job_id, name, data
         self.attemptsMade, self.opts = 0, {"attempts": 1}
         self.progress: float = 0
 
@@ -92,34 +92,37 @@ class _Job:
         self.progress = value
 
 
-async def _process(pool: Any, store: Any, pdf: Path, job_id: str, options: dict[str, bool]) -> Any:
-    from heavylift.documents.intake import DocumentJobData, UploadOptions, upload_key
+async def _process(
+    pool: Any, resources: Any, pdf: Path, job_id: str, options: dict[str, bool]
+) -> Any:
+    from heavylift.documents import job
+    from heavylift.documents.job import DocumentJobData, UploadOptions, upload_key
     from heavylift.documents.pipeline import process_document
-    from heavylift.queue import QueueName
     from heavylift.runtime.context import JobContext
 
     document_id = f"doc_{job_id}"
     key = upload_key(document_id, pdf.name)
-    store.put_file(key, pdf)
+    resources.store.put_file(key, pdf)
     data = DocumentJobData(documentId=document_id, objectKey=key, filename=pdf.name,
                            size=pdf.stat().st_size, options=UploadOptions(**options))
-    ctx = JobContext(_Job(job_id, data.model_dump()), "token", QueueName.DOCUMENTS, pool)
+    ctx = JobContext(_Job(job_id, job.KIND.name, data.model_dump()), "token", job.QUEUE, pool,
+                     resources)
     return await process_document(ctx)
 
 
 async def run_pipeline(pdf: Path, warmup: Path, options: dict[str, bool]) -> dict[str, Any]:
+    from heavylift.resources import Resources
     from heavylift.runtime.offload import CpuPool
     from heavylift.settings import load_settings
-    from heavylift.storage import open_store
 
     settings = load_settings()
     pool = CpuPool(settings.cpu_workers)
-    store = open_store(settings.storage_url, settings)
+    resources = Resources(settings)
     try:
         # A worker's pool is warm: its processes exist and have imported the stages' modules.
-        await _process(pool, store, warmup, "warmup", options)
+        await _process(pool, resources, warmup, "warmup", options)
         started = time.perf_counter()
-        result = await _process(pool, store, pdf, "bench", options)
+        result = await _process(pool, resources, pdf, "bench", options)
         seconds = time.perf_counter() - started
     finally:
         pool.kill()

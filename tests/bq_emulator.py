@@ -12,6 +12,7 @@ import pytest
 
 from heavylift.datasets import seed
 from heavylift.datasets.clients import open_clients
+from heavylift.resources import Resources
 from heavylift.settings import Settings, load_settings
 from local.bq_emulator import BigQueryEmulator, launch
 from tests.dataset_checks import (
@@ -57,3 +58,11 @@ def bq_settings(
 @pytest.fixture(scope="session")
 def source_actuals(bq_seeded: BigQueryEmulator) -> pa.Table:
     return read_source(bq_seeded, "actuals")
+
+
+@pytest.fixture
+def bq_resources(bq_settings: Settings) -> Iterator[Resources]:
+    """The store and BigQuery clients of `bq_settings`, as the API and the worker hold them."""
+    resources = Resources(bq_settings)
+    yield resources
+    resources.close()

@@ -14,13 +14,8 @@ from typing import Any
 import numpy as np
 
 from heavylift.ai.base import Analysis
-from heavylift.documents.intake import (
-    DocumentJobData,
-    Intake,
-    UploadOptions,
-    new_document_id,
-    upload_key,
-)
+from heavylift.documents.intake import Intake
+from heavylift.documents.job import DocumentJobData, UploadOptions, new_document_id, upload_key
 from heavylift.queue import BlockingQueues, QueueName
 from heavylift.schemas import JobView
 from heavylift.settings import Settings

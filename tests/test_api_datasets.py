@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import pytest
 
 from heavylift.datasets import service
 from heavylift.datasets.request import parse_request
+from heavylift.resources import Resources
 from heavylift.settings import Settings
 from local.bq_emulator import BigQueryEmulator
 from tests.api_server import Api, run_cli, start_api
@@ -32,8 +34,10 @@ def body(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def counts(bq_seeded: BigQueryEmulator, tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:
     settings = Settings(**{k.lower(): v for k, v in bq_seeded.env().items()})
-    return {name: service.count_rows(settings, parse_request(body(**dates), settings))
-            for name, dates in (("month", MONTH), ("two_years", TWO_YEARS))}
+    with closing(Resources(settings)) as resources:
+        return {name: service.count_rows(resources.bigquery(),
+                                         parse_request(body(**dates), settings))
+                for name, dates in (("month", MONTH), ("two_years", TWO_YEARS))}
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from google.api_core import exceptions as gexc
 
 from heavylift.datasets import service
 from heavylift.datasets.chunking import rechunk
+from heavylift.datasets.engine import DatasetSync, run_blocking
 from heavylift.datasets.errors import (
     SourceAccessError,
     SourceError,
@@ -26,9 +27,9 @@ from heavylift.datasets.errors import (
     SourceUnavailableError,
     bigquery_errors,
 )
-from heavylift.datasets.pipeline import DatasetSync, run_blocking
 from heavylift.datasets.request import SyncRequestError, parse_request
 from heavylift.queue import BlockingQueues, QueueName
+from heavylift.resources import Resources
 from heavylift.settings import Settings
 from tests.dataset_checks import (
     DATASET,
@@ -114,22 +115,22 @@ def test_optional_knobs_default_from_settings() -> None:
 # --- against the emulator ------------------------------------------------------------------------
 
 def test_count_is_a_parameterised_query_and_ignores_total_count(
-    bq_settings: Settings, source_actuals: pa.Table
+    bq_settings: Settings, bq_resources: Resources, source_actuals: pa.Table
 ) -> None:
     spec = parse_request(body(totalCount=1), bq_settings)
     expected = filter_rows(source_actuals, "production", "inbound", "activity_date",
                            QUARTER["startDate"], QUARTER["endDate"]).num_rows
-    assert service.count_rows(bq_settings, spec) == expected > 1
+    assert service.count_rows(bq_resources.bigquery(), spec) == expected > 1
 
 
 def test_below_threshold_syncs_inline_with_exactly_the_source_rows(
-    bq_settings: Settings, queues: BlockingQueues, source_actuals: pa.Table
+    bq_settings: Settings, bq_resources: Resources, queues: BlockingQueues, source_actuals: pa.Table
 ) -> None:
     spec = parse_request(body(chunkSize=1000), bq_settings)
-    total = service.count_rows(bq_settings, spec)
-    settings = bq_settings.model_copy(update={"sync_threshold": total + 1})
+    total = service.count_rows(bq_resources.bigquery(), spec)
+    bq_resources.settings = bq_settings.model_copy(update={"sync_threshold": total + 1})
 
-    answer = service.start_sync(settings, queues, spec)
+    answer = service.start_sync(bq_resources, queues, spec)
 
     assert isinstance(answer, service.SyncCompleted)
     assert answer.totalCount == total
@@ -152,13 +153,13 @@ def test_below_threshold_syncs_inline_with_exactly_the_source_rows(
 
 
 def test_at_threshold_the_sync_is_queued_with_its_plan(
-    bq_settings: Settings, queues: BlockingQueues
+    bq_settings: Settings, bq_resources: Resources, queues: BlockingQueues
 ) -> None:
     spec = parse_request(body(chunkSize=1000), bq_settings)
-    total = service.count_rows(bq_settings, spec)
-    settings = bq_settings.model_copy(update={"sync_threshold": total})
+    total = service.count_rows(bq_resources.bigquery(), spec)
+    bq_resources.settings = bq_settings.model_copy(update={"sync_threshold": total})
 
-    answer = service.start_sync(settings, queues, spec)
+    answer = service.start_sync(bq_resources, queues, spec)
 
     assert isinstance(answer, service.SyncQueued)
     assert (answer.totalCount, answer.chunkSize) == (total, 1000)
@@ -170,12 +171,14 @@ def test_at_threshold_the_sync_is_queued_with_its_plan(
     assert not (storage_root(bq_settings) / "datasets").exists()
 
 
-def test_chunk_delay_is_honoured_between_parts(bq_settings: Settings) -> None:
+def test_chunk_delay_is_honoured_between_parts(
+    bq_settings: Settings, bq_resources: Resources
+) -> None:
     spec = parse_request(
         body(chunkSize=1000, chunkDelayMs=250, startDate="2024-01-01", endDate="2024-06-30"),
         bq_settings,
     )
-    result = service.run_inline(bq_settings, spec)
+    result = service.run_inline(bq_resources, spec)
     manifest, _ = read_parts(bq_settings, result.manifest)
     written = [p.writtenAt for p in manifest.parts]
     assert len(written) >= 3
@@ -183,22 +186,26 @@ def test_chunk_delay_is_honoured_between_parts(bq_settings: Settings) -> None:
     assert min(gaps) >= 250, gaps
 
 
-def test_ndjson_parts_hold_one_json_object_per_row(bq_settings: Settings) -> None:
+def test_ndjson_parts_hold_one_json_object_per_row(
+    bq_settings: Settings, bq_resources: Resources
+) -> None:
     spec = parse_request(body(format="ndjson", startDate="2024-01-01", endDate="2024-01-20"),
                          bq_settings)
-    result = service.run_inline(bq_settings, spec)
+    result = service.run_inline(bq_resources, spec)
     manifest = read_manifest(bq_settings, result.manifest)
     lines = (storage_root(bq_settings) / manifest.parts[0].key).read_text().splitlines()
     rows = [json.loads(line) for line in lines]
-    assert len(rows) == result.totalRows == service.count_rows(bq_settings, spec) > 0
+    assert len(rows) == result.totalRows == service.count_rows(bq_resources.bigquery(), spec) > 0
     assert {r["environment"] for r in rows} == {"production"}
     assert all("2024-01-01" <= r["activity_date"] <= "2024-01-20" for r in rows)
 
 
-def test_unknown_dataset_is_a_clear_not_found(bq_settings: Settings) -> None:
+def test_unknown_dataset_is_a_clear_not_found(
+    bq_settings: Settings, bq_resources: Resources
+) -> None:
     spec = parse_request(body(datasetId="no_such_dataset"), bq_settings)
     with pytest.raises(SourceNotFoundError, match="no_such_dataset"):
-        service.count_rows(bq_settings, spec)
+        service.count_rows(bq_resources.bigquery(), spec)
 
 
 def rewrite_result(sync: DatasetSync, select: str) -> None:
@@ -211,7 +218,9 @@ def rewrite_result(sync: DatasetSync, select: str) -> None:
 @pytest.mark.parametrize("read_api", ["storage", "rest"])
 def test_a_read_that_ends_short_is_a_transient_error(bq_settings: Settings, read_api: str) -> None:
     settings = bq_settings.model_copy(update={"bq_read_api": read_api})
-    sync = DatasetSync(settings, parse_request(body(chunkSize=1000), settings), f"short-{read_api}")
+    resources = Resources(settings)
+    spec = parse_request(body(chunkSize=1000), settings)
+    sync = DatasetSync(resources.bigquery(), resources.store, spec, f"short-{read_api}")
     try:
         sync.start(attempt=1)
         rewrite_result(sync, f"SELECT * FROM {{table}} LIMIT {sync.total_rows - 1}")
@@ -219,27 +228,24 @@ def test_a_read_that_ends_short_is_a_transient_error(bq_settings: Settings, read
             sync.copy(sync.chunks(0))
         assert not raised.value.permanent
     finally:
-        sync.close()
+        resources.close()
 
 
 def test_a_resumed_sync_whose_read_comes_in_another_order_rewrites_from_there(
-    bq_settings: Settings, source_actuals: pa.Table
+    bq_settings: Settings, bq_resources: Resources, source_actuals: pa.Table
 ) -> None:
     spec = parse_request(body(chunkSize=1000, **FULL_RANGE), bq_settings)
-    first = DatasetSync(bq_settings, spec, "reordered")
-    try:
-        first.start(attempt=1)
-        rewrite_result(first, "SELECT * FROM {table} ORDER BY row_id")
-        with closing(first.chunks(0)) as chunks:
-            first.copy(itertools.islice(chunks, 5))  # then the worker dies
-        # The next read gives the first two chunks' rows as before, then the rest reversed.
-        cut = pq.read_table(storage_root(bq_settings) / first.manifest.parts[2].key)["row_id"][0]
-        rewrite_result(first, f"SELECT * FROM {{table}} ORDER BY row_id >= {cut}, "
-                              f"IF(row_id < {cut}, row_id, -row_id)")
-    finally:
-        first.close()
+    first = DatasetSync(bq_resources.bigquery(), bq_resources.store, spec, "reordered")
+    first.start(attempt=1)
+    rewrite_result(first, "SELECT * FROM {table} ORDER BY row_id")
+    with closing(first.chunks(0)) as chunks:
+        first.copy(itertools.islice(chunks, 5))  # then the worker dies
+    # The next read gives the first two chunks' rows as before, then the rest reversed.
+    cut = pq.read_table(storage_root(bq_settings) / first.manifest.parts[2].key)["row_id"][0]
+    rewrite_result(first, f"SELECT * FROM {{table}} ORDER BY row_id >= {cut}, "
+                          f"IF(row_id < {cut}, row_id, -row_id)")
 
-    result = run_blocking(bq_settings, spec, "reordered")
+    result = run_blocking(bq_resources.bigquery(), bq_resources.store, spec, "reordered")
 
     manifest, rows = read_parts(bq_settings, result.manifest)
     expected = filter_rows(source_actuals, "production", "inbound", "activity_date",
@@ -254,7 +260,8 @@ def test_rest_reads_give_the_same_rows_as_the_storage_api(
 ) -> None:
     settings = bq_settings.model_copy(update={"bq_read_api": "rest"})
     spec = parse_request(body(chunkSize=1000), settings)
-    result = service.run_inline(settings, spec)
+    with closing(Resources(settings)) as resources:
+        result = service.run_inline(resources, spec)
     _, rows = read_parts(settings, result.manifest)
     expected = filter_rows(source_actuals, "production", "inbound", "activity_date",
                            QUARTER["startDate"], QUARTER["endDate"])

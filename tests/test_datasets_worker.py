@@ -14,9 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from heavylift.datasets import service
+from heavylift.datasets import job, service
 from heavylift.datasets.request import parse_request
 from heavylift.queue import BlockingQueues, QueueName
+from heavylift.resources import Resources
 from heavylift.settings import Settings
 from tests.dataset_checks import (
     DATASET,
@@ -68,12 +69,14 @@ def assert_exactly_the_source(settings: Settings, result: dict[str, Any], source
 
 
 def test_million_rows_sync_in_50k_chunks_through_the_worker(
-    bq_settings: Settings, queues: BlockingQueues, start_worker: Any, source_forecast: pa.Table
+    bq_resources: Resources, queues: BlockingQueues, start_worker: Any,
+    source_forecast: pa.Table,
 ) -> None:
+    bq_settings = bq_resources.settings
     spec = forecast_spec(bq_settings)
-    total = service.count_rows(bq_settings, spec)
+    total = service.count_rows(bq_resources.bigquery(), spec)
     assert total == FORECAST_ROWS
-    job_id = service.enqueue(queues, spec, total)
+    job_id = queues.run(lambda q: job.enqueue(q, spec, total))
     worker = start_worker(**worker_env(bq_settings))
 
     worker.wait_event("completed", jobId=job_id, timeout=120)
@@ -96,7 +99,7 @@ def test_sigkilled_sync_resumes_at_the_first_unwritten_chunk(
     bq_settings: Settings, queues: BlockingQueues, start_worker: Any, source_forecast: pa.Table
 ) -> None:
     spec = forecast_spec(bq_settings, chunkDelayMs=300)
-    job_id = service.enqueue(queues, spec, FORECAST_ROWS)
+    job_id = queues.run(lambda q: job.enqueue(q, spec, FORECAST_ROWS))
     folder = storage_root(bq_settings) / "datasets" / job_id
     first: WorkerProcess = start_worker(**worker_env(bq_settings))
     # The checkpoint (not the part files: one can land just before it) says what is written.
@@ -129,7 +132,7 @@ def test_unknown_table_fails_at_once_with_a_clear_reason(
     bq_settings: Settings, queues: BlockingQueues, start_worker: Any
 ) -> None:
     spec = forecast_spec(bq_settings, datasetId="no_such_dataset")
-    job_id = service.enqueue(queues, spec, 100_000)
+    job_id = queues.run(lambda q: job.enqueue(q, spec, 100_000))
     worker = start_worker(**worker_env(bq_settings))
 
     worker.wait_event("failed", jobId=job_id, timeout=60)

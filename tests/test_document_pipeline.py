@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from heavylift.documents.intake import UploadOptions
+from heavylift.documents.job import UploadOptions
 from heavylift.queue import BlockingQueues
 from heavylift.settings import Settings
 from heavylift.storage import ObjectStore, open_store

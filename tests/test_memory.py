@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psutil
 
-from heavylift.runtime.memory import release_memory
+from heavylift.memory import release_memory
 
 MB = 2**20
 

@@ -10,18 +10,15 @@ from typing import Annotated
 import typer
 
 from heavylift import diagnostics
+from heavylift.datasets import job as dataset_job
+from heavylift.documents import job as document_job
 from heavylift.logs import configure_logging
 from heavylift.queue import QueueName
-from heavylift.runtime.context import Registry, lazy_processor
+from heavylift.runtime.context import registry_of
 from heavylift.runtime.runner import WorkerRuntime
 from heavylift.settings import SettingsError, load_settings
 
-REGISTRY: Registry = {
-    QueueName.DIAGNOSTICS: diagnostics.PROCESSORS,
-    QueueName.DOCUMENTS: {
-        "process": lazy_processor("heavylift.documents.pipeline", "process_document")},
-    QueueName.DATASETS: {"sync": lazy_processor("heavylift.datasets.pipeline", "sync_dataset")},
-}
+REGISTRY = registry_of([*diagnostics.KINDS, document_job.KIND, dataset_job.KIND])
 
 app = typer.Typer(add_completion=False)
 

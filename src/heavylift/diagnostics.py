@@ -7,7 +7,8 @@ import asyncio
 import time
 from typing import Any
 
-from heavylift.runtime.context import JobContext, Processor
+from heavylift.queue import JobKind, QueueName
+from heavylift.runtime.context import JobContext
 from heavylift.runtime.offload import Reporter
 
 
@@ -61,6 +62,5 @@ async def flaky(ctx: JobContext) -> dict[str, Any]:
     return {"ok": True, "starts": started}
 
 
-PROCESSORS: dict[str, Processor] = {
-    "noop": noop, "sleep": sleep, "cpu": cpu, "fail": fail, "flaky": flaky,
-}
+KINDS = [JobKind(QueueName.DIAGNOSTICS, name, f"heavylift.diagnostics:{name}")
+         for name in ("noop", "sleep", "cpu", "fail", "flaky")]

@@ -10,12 +10,11 @@ from flask import Request, Response
 from heavylift.api.errors import ApiError, json_response, read_json
 from heavylift.api.queue_admin import seed_status
 from heavylift.api.services import Services
-from heavylift.queue import QueueName
+from heavylift.datasets.job import QUEUE as DATASETS
 
 if TYPE_CHECKING:
     from heavylift.datasets.errors import SourceError
 
-DATASETS = QueueName.DATASETS
 # Well-formed but unacceptable values (422); anything else is a malformed request (400), which
 # includes identifiers that fail the safe pattern (an injection attempt is a bad request).
 _SEMANTIC_FIELDS = {"startDate", "endDate", "chunkSize", "chunkDelayMs"}
@@ -46,7 +45,7 @@ def sync(request: Request, svc: Services) -> Response:
         status = 422 if error.field in _SEMANTIC_FIELDS else 400
         raise ApiError(status, "invalid_field", str(error), error.field) from None
     try:
-        answer = start_sync(svc.settings, svc.queues, spec)
+        answer = start_sync(svc, svc.queues, spec)
     except SourceError as error:
         raise _source_error(error) from None
     status = 200 if isinstance(answer, SyncCompleted) else 202

@@ -13,19 +13,23 @@ from heavylift.api.errors import ApiError, as_api_error, json_response, read_jso
 from heavylift.api.queue_admin import seed_status
 from heavylift.api.services import Services
 from heavylift.api.upload_finalized import enqueue_finalized
-from heavylift.documents.intake import (
-    AcceptedUpload,
+from heavylift.documents import job
+from heavylift.documents.intake import AcceptedUpload
+from heavylift.documents.job import (
+    MANIFEST,
     DocumentJobData,
     UploadOptions,
     document_id_of,
     new_document_id,
+    output_key,
     upload_key,
+    uploads_of,
 )
-from heavylift.queue import JobNotFoundError, Priority, QueueName
+from heavylift.queue import JobNotFoundError, Priority
 from heavylift.storage import ObjectNotFoundError, SignedUpload
 from heavylift.storage.local import LocalStore, metadata_from_headers, verify_local_upload
 
-DOCS = QueueName.DOCUMENTS
+DOCS = job.QUEUE
 ALLOWED_TYPES = {"application/pdf", "text/plain", "text/markdown"}
 _FLAGS = ("useAI", "generateSummary", "generateEmbeddings")
 
@@ -153,11 +157,11 @@ def local_put(request: Request, svc: Services) -> Response:
 def document(request: Request, svc: Services, doc_id: str) -> Response:
     """GET /api/documents/<documentId>: the result manifest; 202 with the job while it runs."""
     try:
-        with svc.store.open_read(f"documents/{doc_id}/manifest.json") as stream:
+        with svc.store.open_read(output_key(doc_id, MANIFEST)) as stream:
             return json_response(json.loads(stream.read()))
     except ObjectNotFoundError:
         pass
-    job_id = svc.queues.run(lambda q: q.document_job(doc_id))
+    job_id = svc.queues.run(lambda q: job.job_of(q, doc_id))
     if job_id is None:
         raise ApiError(404, "not_found", f"no document {doc_id}")
     try:
@@ -169,15 +173,11 @@ def document(request: Request, svc: Services, doc_id: str) -> Response:
 
 def reprocess(request: Request, svc: Services, doc_id: str) -> Response:
     """POST /api/documents/<documentId>/reprocess: a priority-3 job on the stored upload."""
-    uploads = [info for info in svc.store.list(f"uploads/{doc_id}/")
+    uploads = [info for info in svc.store.list(uploads_of(doc_id))
                if document_id_of(info.key) == doc_id]
     if not uploads:
         raise ApiError(404, "not_found", f"no stored upload for document {doc_id}")
     stored = svc.store.info(uploads[0].key)
-    data = DocumentJobData(
-        documentId=doc_id, objectKey=stored.key, filename=stored.key.rsplit("/", 1)[-1],
-        size=stored.size, options=UploadOptions.from_metadata(stored.metadata),
-        sha256=stored.metadata.get("sha256"), reprocess=True,
-    )
+    data = DocumentJobData.for_stored(stored.key, stored.size, stored.metadata, reprocess=True)
     job_id = svc.intake.enqueue(data, Priority.REPROCESSING)
     return json_response({"success": True, "documentId": doc_id, "jobId": job_id}, 202)

@@ -1,27 +1,29 @@
-"""What the HTTP handlers share across requests in one process: settings, the queue facade (one
-Redis connection) and the object store."""
+"""What the HTTP handlers share across requests in one process: the settings, the store and
+BigQuery clients (`Resources`), and the queue facade (one Redis connection)."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from functools import cached_property
 
 from heavylift.documents.intake import Intake
 from heavylift.queue import BlockingQueues
+from heavylift.resources import Resources
 from heavylift.settings import Settings, load_settings
-from heavylift.storage import ObjectStore, open_store
 
 
-@dataclass
-class Services:
-    settings: Settings
-    queues: BlockingQueues
-    store: ObjectStore
+class Services(Resources):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.queues = BlockingQueues(settings, timeout_s=settings.redis_op_timeout_s)
 
     @cached_property
     def intake(self) -> Intake:
         return Intake(self.settings, self.queues, self.store)
+
+    def close(self) -> None:
+        self.queues.close()
+        super().close()
 
 
 _lock = threading.Lock()
@@ -33,12 +35,7 @@ def services() -> Services:
     global _services
     with _lock:
         if _services is None:
-            settings = load_settings()
-            _services = Services(
-                settings=settings,
-                queues=BlockingQueues(settings, timeout_s=settings.redis_op_timeout_s),
-                store=open_store(settings.storage_url, settings),
-            )
+            _services = Services(load_settings())
         return _services
 
 
@@ -47,5 +44,5 @@ def reset_services() -> None:
     global _services
     with _lock:
         if _services is not None:
-            _services.queues.close()
+            _services.close()
         _services = None

@@ -13,12 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from heavylift.api.services import Services, services
-from heavylift.documents.intake import (
-    QUEUED_HERE,
-    DocumentJobData,
-    UploadOptions,
-    document_id_of,
-)
+from heavylift.documents.job import QUEUED_HERE, DocumentJobData, document_id_of
 
 log = logging.getLogger("heavylift.events")
 
@@ -43,18 +38,14 @@ def enqueue_finalized(
     svc: Services, key: str, generation: str, size: int, metadata: dict[str, str]
 ) -> str | None:
     """Queue the job for a finished upload under uploads/; None for other objects."""
-    document_id = document_id_of(key)
-    if document_id is None:
+    if document_id_of(key) is None:
         log.info("ignored object outside uploads/", extra={"event": "ignored", "object": key})
         return None
     if metadata.items() >= QUEUED_HERE.items():
         log.info("ignored upload already queued by the api", extra={
             "event": "ignored", "object": key})
         return None
-    data = DocumentJobData(
-        documentId=document_id, objectKey=key, filename=key.rsplit("/", 1)[-1], size=size,
-        options=UploadOptions.from_metadata(metadata), sha256=metadata.get("sha256"),
-    )
+    data = DocumentJobData.for_stored(key, size, metadata)
     return svc.intake.enqueue(data, job_id=finalize_job_id(key, generation))
 
 

@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import AliasChoices, BaseModel, Field
 
+from heavylift.datasets.job import sync_folder
 from heavylift.datasets.request import SinkFormat
 from heavylift.storage import ObjectNotFoundError, ObjectStore
 
-ROOT = "datasets"
 CHECKPOINT = "checkpoint.json"
 MANIFEST = "manifest.json"
 _EXTENSIONS: dict[SinkFormat, str] = {"parquet": "parquet", "ndjson": "ndjson"}
@@ -102,7 +102,7 @@ class PartSink:
 
     def __init__(self, store: ObjectStore, sync_id: str, fmt: SinkFormat) -> None:
         self.store = store
-        self.prefix = f"{ROOT}/{sync_id}"
+        self.prefix = sync_folder(sync_id)
         self.format = fmt
 
     def key(self, name: str) -> str:

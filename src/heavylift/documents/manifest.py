@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from heavylift.ai.base import ProviderInfo
 from heavylift.documents.detect import DocumentType
-from heavylift.documents.intake import UploadOptions
+from heavylift.documents.job import UploadOptions
 from heavylift.documents.store import StageTiming
 
 

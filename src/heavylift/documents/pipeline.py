@@ -30,7 +30,7 @@ from heavylift.documents.detect import DocumentType, detect_type
 from heavylift.documents.embed import EmbeddingSummary, embed_jsonl
 from heavylift.documents.errors import DocumentError, EmptyDocumentError, ExtractionTimeoutError
 from heavylift.documents.extract import ExtractSummary, extract_to_jsonl
-from heavylift.documents.intake import DocumentJobData
+from heavylift.documents.job import DocumentJobData
 from heavylift.documents.manifest import (
     DocumentManifest,
     DocumentResult,
@@ -49,8 +49,8 @@ from heavylift.documents.store import (
 )
 from heavylift.runtime import metrics
 from heavylift.runtime.context import JobContext, PermanentJobError
-from heavylift.settings import Settings, load_settings
-from heavylift.storage import ObjectInfo, ObjectNotFoundError, ObjectStore, StorageError, open_store
+from heavylift.settings import Settings
+from heavylift.storage import ObjectInfo, ObjectNotFoundError, ObjectStore, StorageError
 
 log = logging.getLogger("heavylift.documents")
 
@@ -75,11 +75,9 @@ async def process_document(ctx: JobContext) -> dict[str, Any]:
         data = DocumentJobData.model_validate(ctx.data)
     except ValidationError as error:
         raise PermanentJobError(f"invalid document job data: {error}") from None
-    settings = load_settings()
-    store = await asyncio.to_thread(open_store, settings.storage_url, settings)
     workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="heavylift-doc-"))
     try:
-        result = await _Run(ctx, data, settings, store, workdir).execute()
+        result = await _Run(ctx, data, ctx.settings, ctx.store, workdir).execute()
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
     return result.model_dump()

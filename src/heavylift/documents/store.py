@@ -15,16 +15,15 @@ from heavylift.documents.analyze import AnalysisSummary
 from heavylift.documents.chunk import ChunkSummary
 from heavylift.documents.embed import EmbeddingSummary
 from heavylift.documents.extract import ExtractSummary
+from heavylift.documents.job import MANIFEST, output_key
 from heavylift.storage import ObjectNotFoundError, ObjectStore
 
-OUTPUT_PREFIX = "documents/"
 PAGES = "pages.jsonl"
 CHUNKS = "chunks.jsonl"
 ANALYSIS = "analysis.json"
 VECTORS = "embeddings.npy"
 VECTOR_INDEX = "embeddings.json"
 CHECKPOINT = "checkpoint.json"
-MANIFEST = "manifest.json"
 
 _CONTENT_TYPES = {".jsonl": "application/x-ndjson", ".json": "application/json"}
 
@@ -47,10 +46,6 @@ class Checkpoint(BaseModel):
     timings: dict[str, StageTiming] = Field(default_factory=dict)
 
 
-def document_key(document_id: str, name: str) -> str:
-    return f"{OUTPUT_PREFIX}{document_id}/{name}"
-
-
 class DocumentFiles:
     """A document's stored outputs, and their local copies in the job's work folder."""
 
@@ -60,7 +55,7 @@ class DocumentFiles:
         self.workdir = workdir
 
     def key(self, name: str) -> str:
-        return document_key(self.document_id, name)
+        return output_key(self.document_id, name)
 
     def local(self, name: str) -> Path:
         return self.workdir / name

@@ -8,11 +8,14 @@ from heavylift.queue.client import (
     QueueUnavailableError,
     bull_options,
     job_options,
+    own_key,
 )
+from heavylift.queue.kinds import JobKind
 from heavylift.queue.names import Priority, QueueName
 
 __all__ = [
     "BlockingQueues",
+    "JobKind",
     "JobNotFoundError",
     "JobStateError",
     "Priority",
@@ -21,4 +24,5 @@ __all__ = [
     "Queues",
     "bull_options",
     "job_options",
+    "own_key",
 ]

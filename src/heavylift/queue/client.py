@@ -63,6 +63,11 @@ def job_options(
     return opts
 
 
+def own_key(settings: Settings, *parts: str) -> str:
+    """A Redis key of ours beside BullMQ's: `<QUEUE_PREFIX>:heavylift:<parts...>`."""
+    return ":".join([settings.queue_prefix, "heavylift", *parts])
+
+
 def bull_options(settings: Settings) -> dict[str, Any]:
     """Connection options shared by every bullmq Queue and Worker we create."""
     return {"connection": settings.redis_connection_url(), "prefix": settings.queue_prefix}
@@ -87,22 +92,11 @@ class Queues:
 
     @property
     def redis(self) -> Any:
-        """The shared Redis client (decoded strings) for our own small keys."""
-        return self.bull(QueueName.DOCUMENTS).client
+        """A Redis client (decoded strings) for our own small keys: the first queue's."""
+        return self.bull(next(iter(QueueName))).client
 
     async def ping(self) -> None:
         await self.redis.ping()
-
-    def _document_key(self, document_id: str) -> str:
-        return f"{self.settings.queue_prefix}:heavylift:doc:{document_id}"
-
-    async def remember_document_job(self, document_id: str, job_id: str, ttl_s: int) -> None:
-        """Which job serves a document, so its status can be found from the documentId alone."""
-        await self.redis.set(self._document_key(document_id), job_id, ex=ttl_s)
-
-    async def document_job(self, document_id: str) -> str | None:
-        job_id = await self.redis.get(self._document_key(document_id))
-        return str(job_id) if job_id is not None else None
 
     # --- producing ---------------------------------------------------------------------------
 

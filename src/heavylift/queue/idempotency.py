@@ -1,5 +1,5 @@
-"""Idempotency keys in Redis: the same upload (Idempotency-Key header, or same content and
-options) maps to the job that already serves it instead of queueing a second one."""
+"""Idempotency keys in Redis: the same request (an Idempotency-Key header, or the same content
+and options) maps to the job that already serves it instead of queueing a second one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from heavylift.queue.blocking import BlockingQueues
-from heavylift.queue.client import Queues
+from heavylift.queue.client import Queues, own_key
 from heavylift.queue.names import QueueName
 
 _PENDING = "pending"
@@ -18,23 +18,29 @@ class Claim:
     """absent -> `take` (pending, short-lived) -> `complete` (the accepted upload, kept for TTL)."""
 
     def __init__(
-        self, queues: BlockingQueues, key: str, ttl_s: int, pending_ttl_s: int = 120
+        self,
+        queues: BlockingQueues,
+        queue: QueueName,
+        key: str,
+        ttl_s: int,
+        pending_ttl_s: int = 120,
     ) -> None:
         digest = hashlib.sha256(key.encode()).hexdigest()
         self.queues = queues
-        self.redis_key = f"{queues.settings.queue_prefix}:heavylift:idem:{digest}"
+        self.queue = queue  # where the job it remembers lives
+        self.redis_key = own_key(queues.settings, "idem", str(queue), digest)
         self.ttl_s = ttl_s
         self.pending_ttl_s = pending_ttl_s
 
     def existing(self) -> dict[str, Any] | None:
-        """The accepted upload this key already produced, if its job still exists."""
+        """What this key already produced (with its `jobId`), if that job still exists."""
 
         async def lookup(q: Queues) -> dict[str, Any] | None:
             raw = await q.redis.get(self.redis_key)
             if raw is None or raw == _PENDING:
                 return None
             accepted: dict[str, Any] = json.loads(raw)
-            state = await q.bull(QueueName.DOCUMENTS).getJobState(accepted["jobId"])
+            state = await q.bull(self.queue).getJobState(accepted["jobId"])
             if state == "unknown":  # cleaned since: accept the upload again
                 await q.redis.delete(self.redis_key)
                 return None

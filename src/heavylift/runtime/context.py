@@ -1,4 +1,5 @@
-"""What a processor sees of its job: data, attempt, monotonic progress, and CPU offloading."""
+"""What a processor sees of its job: data, attempt, monotonic progress, CPU offloading, and the
+worker's shared resources (settings, store, BigQuery clients)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from typing import Any, TypeVar
 
 from bullmq.custom_errors import UnrecoverableError
 
-from heavylift.queue import QueueName
+from heavylift.queue import JobKind, QueueName
+from heavylift.resources import Resources
 from heavylift.runtime.offload import CpuPool
+from heavylift.settings import Settings
+from heavylift.storage import ObjectStore
 
 T = TypeVar("T")
 log = logging.getLogger("heavylift.worker")
@@ -21,9 +25,11 @@ Processor = Callable[["JobContext"], Awaitable[Any]]
 Registry = dict[QueueName, dict[str, Processor]]
 
 
-def lazy_processor(module: str, name: str) -> Processor:
-    """A processor imported on its first job: the worker starts (and answers /healthz) without
-    loading pyarrow, BigQuery, pdfium or tiktoken until a queue needs them."""
+def lazy_processor(path: str) -> Processor:
+    """The processor "module:function", imported on its first job: the worker starts (and
+    answers /healthz) without loading pyarrow, BigQuery, pdfium or tiktoken until a queue needs
+    them."""
+    module, _, name = path.partition(":")
 
     async def process(ctx: JobContext) -> Any:
         # Imported in a thread: a second of imports must not hold up lock renewal.
@@ -34,16 +40,27 @@ def lazy_processor(module: str, name: str) -> Processor:
     return process
 
 
+def registry_of(kinds: list[JobKind]) -> Registry:
+    """The worker's processors per queue and job name, from the job kinds it serves."""
+    registry: Registry = {}
+    for kind in kinds:
+        registry.setdefault(kind.queue, {})[kind.name] = lazy_processor(kind.processor)
+    return registry
+
+
 class PermanentJobError(UnrecoverableError):  # type: ignore[misc]
     """A failure that no retry can fix (corrupt input, bad request): fail at once."""
 
 
 class JobContext:
-    def __init__(self, job: Any, token: str, queue: QueueName, cpu: CpuPool) -> None:
+    def __init__(
+        self, job: Any, token: str, queue: QueueName, cpu: CpuPool, resources: Resources
+    ) -> None:
         self.job = job
         self.token = token
         self.queue = queue
         self.cpu = cpu
+        self.resources = resources
         self.handed_back = False
         self.task: asyncio.Future[Any] | None = None
         self._shown = float(job.progress) if isinstance(job.progress, int | float) else 0.0
@@ -66,6 +83,14 @@ class JobContext:
     def attempt(self) -> int:
         """1 for the first try; a retried or recovered job sees 2, 3..."""
         return int(self.job.attemptsMade) + 1
+
+    @property
+    def settings(self) -> Settings:
+        return self.resources.settings
+
+    @property
+    def store(self) -> ObjectStore:
+        return self.resources.store
 
     @property
     def progress(self) -> float:

@@ -3,39 +3,48 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from heavylift.runtime import metrics
 
-if TYPE_CHECKING:
-    from heavylift.runtime.runner import WorkerRuntime
+
+class Health(BaseModel):
+    """The /healthz body."""
+
+    status: Literal["ok", "stopping"]
+    redis: Literal["ok", "down"]
+    queues: list[str]
+    activeJobs: int
 
 
 class HealthServer:
-    def __init__(self, port: int, runtime: WorkerRuntime) -> None:
+    def __init__(
+        self,
+        port: int,
+        status: Callable[[], Health],
+        refresh_metrics: Callable[[], Awaitable[None]],
+    ) -> None:
         self.port = port
-        self.runtime = runtime
+        self.status = status
+        self.refresh_metrics = refresh_metrics
         self._runner: web.AppRunner | None = None
 
     async def healthz(self, _: web.Request) -> web.Response:
         """Alive while the loop answers and we are not shutting down; Redis state is reported."""
-        runtime = self.runtime
-        body = {
-            "status": "stopping" if runtime.stopping.is_set() else "ok",
-            "redis": "down" if runtime.redis.down_since is not None else "ok",
-            "queues": [str(queue) for queue in runtime.registry],
-            "activeJobs": len(runtime.active),
-        }
-        return web.json_response(body, status=503 if runtime.stopping.is_set() else 200)
+        health = self.status()
+        return web.json_response(health.model_dump(),
+                                 status=503 if health.status == "stopping" else 200)
 
     async def metrics(self, _: web.Request) -> web.Response:
         """Prometheus text format; queue depth is read from Redis at scrape time."""
         with contextlib.suppress(OSError, RedisError):
-            await metrics.refresh_queue_depth(self.runtime.queues, list(self.runtime.registry))
+            await self.refresh_metrics()
         return web.Response(body=metrics.exposition(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 

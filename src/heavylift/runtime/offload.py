@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import gc
 import multiprocessing
 import signal
 from collections.abc import Callable
@@ -18,6 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import Connection
 from typing import Any, ParamSpec, TypeVar
+
+from heavylift.memory import release_memory
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -65,15 +66,8 @@ def _call_with_reporter(
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         conn.close()
-        _release_memory()
-
-
-def _release_memory() -> None:
-    """Hand a finished task's heap back to the system: pool processes live on, idle, beside the
-    next task's (glibc keeps freed memory, pdfium's and tokenizers' too, until trimmed)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        # Pool processes live on, idle, beside the next task's: give this task's heap back.
+        release_memory(collect=True)
 
 
 class CpuPool:

@@ -23,9 +23,10 @@ from tenacity import AsyncRetrying, RetryCallState, stop_after_delay, wait_expon
 
 from heavylift.logs import log_event
 from heavylift.queue import QueueName, Queues, bull_options
+from heavylift.resources import Resources
 from heavylift.runtime import metrics
 from heavylift.runtime.context import JobContext, Registry
-from heavylift.runtime.health import HealthServer
+from heavylift.runtime.health import Health, HealthServer
 from heavylift.runtime.offload import CpuPool
 from heavylift.settings import Settings
 
@@ -95,14 +96,26 @@ class WorkerRuntime:
         self.settings = settings
         self.registry = registry
         self.cpu = CpuPool(settings.cpu_workers)
+        self.resources = Resources(settings)
         self.redis = RedisWatch(settings)
         self.queues = Queues(settings)  # counts for /metrics
         self.workers: list[Worker] = []
         self.active: dict[str, JobContext] = {}
         self.stopping = asyncio.Event()
         self.exit_code = EXIT_OK
-        self.health = HealthServer(settings.port, self)
+        self.health = HealthServer(settings.port, self.health_status, self._refresh_metrics)
         self._watch: asyncio.Future[None] | None = None
+
+    def health_status(self) -> Health:
+        return Health(
+            status="stopping" if self.stopping.is_set() else "ok",
+            redis="down" if self.redis.down_since is not None else "ok",
+            queues=[str(queue) for queue in self.registry],
+            activeJobs=len(self.active),
+        )
+
+    async def _refresh_metrics(self) -> None:
+        await metrics.refresh_queue_depth(self.queues, list(self.registry))
 
     # --- job dispatch ------------------------------------------------------------------------
 
@@ -110,7 +123,7 @@ class WorkerRuntime:
         processors = self.registry[queue]
 
         async def process(job: Any, token: str) -> Any:
-            ctx = JobContext(job, token, queue, self.cpu)
+            ctx = JobContext(job, token, queue, self.cpu, self.resources)
             processor = processors.get(ctx.name)
             if processor is None:
                 raise UnrecoverableError(f"no processor for job name {ctx.name!r} on {queue}")
@@ -257,6 +270,7 @@ class WorkerRuntime:
             self._watch.cancel()
         await self.redis.close()
         await self.queues.close()
+        await asyncio.to_thread(self.resources.close)
         await self.health.stop()
         log.info("worker stopped", extra={"event": "stopped", "exitCode": self.exit_code})
         return self.exit_code

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from heavylift.settings import Settings, load_settings
+from heavylift.settings import Settings
 from heavylift.storage.base import (
     InvalidKeyError,
     InvalidMetadataError,
@@ -48,9 +48,8 @@ __all__ = [
 ]
 
 
-def open_store(url: str, settings: Settings | None = None) -> ObjectStore:
+def open_store(url: str, settings: Settings) -> ObjectStore:
     """The store for a STORAGE_URL; cloud SDKs are imported only for their own scheme."""
-    settings = settings or load_settings()
     scheme = urlsplit(url).scheme
     if scheme == "file":
         return LocalStore(url, settings)

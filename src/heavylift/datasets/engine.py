@@ -1,0 +1,226 @@
+"""A dataset sync, source -> sink: `DatasetSync` holds one sync's steps (every method blocks),
+`run_blocking` runs them one after the other (inline HTTP syncs); the `datasets` job drives the
+same steps as a pipeline (`datasets.pipeline`).
+
+Resumption: the checkpoint lists the parts written so far, in order, with their SHA-256, and
+names the result table they were read from. An attempt that finds both reads that table again;
+each chunk an earlier attempt wrote is encoded again and compared with its part (encoding is
+deterministic), and writing resumes at the first unwritten chunk. Should the new read deliver
+other rows at some chunk (BigQuery does not promise one order across read sessions), the parts
+from that chunk on are written again: the parts always hold one read's rows, each exactly once.
+An attempt that finds the table gone starts over. A part written just before a crash but not yet
+in the checkpoint is simply written again under the same name.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from contextlib import closing
+from typing import Literal
+
+import pyarrow as pa
+from pydantic import BaseModel
+
+from heavylift.datasets.clients import BigQueryClients
+from heavylift.datasets.request import SyncSpec
+from heavylift.datasets.sink import (
+    CHECKPOINT,
+    MANIFEST,
+    FieldInfo,
+    PartSink,
+    RunInfo,
+    SyncManifest,
+    Timings,
+    digest,
+    now_ms,
+)
+from heavylift.datasets.source import (
+    Chunks,
+    ResultTable,
+    drop_result,
+    find_result,
+    materialize,
+    read_chunks,
+    result_table_ref,
+)
+from heavylift.memory import release_memory
+from heavylift.storage import ObjectStore
+
+log = logging.getLogger("heavylift.datasets")
+
+# Freed pages go back to the system every so many parts (a few ms each time): without it the
+# allocators' free lists crept up by ~30 MB over a 5M-row sync.
+RELEASE_EVERY = 10
+
+
+class SyncResult(BaseModel):
+    """A finished sync: the job's returnvalue and the body of an inline sync."""
+
+    syncId: str
+    datasetId: str
+    jobType: str
+    status: Literal["COMPLETED"] = "COMPLETED"
+    totalRows: int
+    parts: int
+    format: str
+    manifest: str
+
+
+class DatasetSync:
+    """One sync's steps; every method blocks (the worker runs them in threads)."""
+
+    def __init__(
+        self, clients: BigQueryClients, store: ObjectStore, spec: SyncSpec, sync_id: str
+    ) -> None:
+        self.spec = spec
+        self.sync_id = sync_id
+        self.clients = clients
+        self.sink = PartSink(store, sync_id, spec.format)
+        self.manifest: SyncManifest | None = None
+        self._result: ResultTable | None = None
+        self._wrote_chunk = False  # in this attempt: CHUNK_DELAY_MS applies between chunks
+        self._encode_timing = threading.Lock()  # encode() runs in several threads at once
+
+    @property
+    def chunk_count(self) -> int:
+        return self._state.chunk_count
+
+    @property
+    def total_rows(self) -> int:
+        return self._state.totalRows
+
+    @property
+    def _state(self) -> SyncManifest:
+        if self.manifest is None:
+            raise RuntimeError("DatasetSync.start() was not called")
+        return self.manifest
+
+    def start(self, attempt: int) -> int:
+        """Resume or begin; returns the first chunk left to write (chunk_count when done)."""
+        done = self.sink.load(MANIFEST)
+        if done is not None and done.status == "COMPLETED":
+            self.manifest = done
+            return done.chunk_count
+        checkpoint = self.sink.load(CHECKPOINT)
+        if checkpoint is not None:
+            self._result = find_result(self.clients, result_table_ref(self.clients, self.sync_id))
+        if checkpoint is None or self._result is None:
+            checkpoint = self._begin()
+        first = len(checkpoint.parts)
+        checkpoint.runs.append(RunInfo(attempt=attempt, firstChunk=first, startedAt=now_ms()))
+        self.manifest = checkpoint
+        if first:
+            log.info("dataset sync resumed", extra={
+                "event": "sync_resumed", "syncId": self.sync_id, "firstChunk": first})
+        return first
+
+    def _begin(self) -> SyncManifest:
+        self.sink.clear()
+        started = now_ms()
+        ref = result_table_ref(self.clients, self.sync_id)
+        self._result = result = materialize(self.clients, self.spec, ref)
+        manifest = SyncManifest(
+            syncId=self.sync_id, request=self.spec.job_data(), resultTable=ref.table_id,
+            format=self.spec.format, chunkSize=self.spec.chunkSize, totalRows=result.rows,
+            schema_=[FieldInfo(name=f.name, type=f.field_type, mode=f.mode) for f in result.schema],
+            timings=Timings(startedAt=started, materializeMs=now_ms() - started),
+        )
+        self.sink.save(CHECKPOINT, manifest)
+        return manifest
+
+    @property
+    def result(self) -> ResultTable:
+        """The materialised query this attempt reads."""
+        if self._result is None:
+            raise RuntimeError("DatasetSync.start() was not called")
+        return self._result
+
+    def chunks(self, first: int) -> Chunks:
+        """(index, chunk) in order up to the last one; chunks before `first` are for `store` to
+        check against the parts already written."""
+        source = read_chunks(self.clients, self.result, first, self._state.chunkSize)
+        try:
+            while True:
+                started = time.monotonic()
+                item = next(source, None)
+                self._state.timings.readMs += int((time.monotonic() - started) * 1000)
+                if item is None:
+                    return
+                yield item
+        finally:
+            source.close()
+
+    @property
+    def rows_written(self) -> int:
+        return self._state.rowsWritten
+
+    def encode(self, table: pa.Table) -> bytes:
+        """A chunk's part file bytes; safe to run in several threads at once."""
+        started = time.monotonic()
+        data = self.sink.encode(table)
+        with self._encode_timing:
+            self._state.timings.encodeMs += int((time.monotonic() - started) * 1000)
+        return data
+
+    def store(self, index: int, data: bytes, rows: int) -> int:
+        """Write encoded chunk `index` and checkpoint it, or check it against the part an earlier
+        attempt wrote; returns the rows written (0: the part was there). In chunk order."""
+        state = self._state
+        if index > len(state.parts):
+            raise RuntimeError(f"chunk {index} out of order: {len(state.parts)} parts written")
+        if index < len(state.parts):
+            if digest(data) == state.parts[index].sha256:
+                return 0
+            self._rewrite_from(index)
+        elif self._wrote_chunk and self.spec.chunkDelayMs:
+            time.sleep(self.spec.chunkDelayMs / 1000)  # the seed's throttle between chunks
+        started = time.monotonic()
+        state.parts.append(self.sink.write_part(index, data, rows))
+        state.rowsWritten += rows
+        self.sink.save(CHECKPOINT, state)
+        if len(state.parts) % RELEASE_EVERY == 0:
+            release_memory()
+        state.timings.writeMs += int((time.monotonic() - started) * 1000)
+        self._wrote_chunk = True
+        return rows
+
+    def copy(self, chunks: Iterable[tuple[int, pa.Table]]) -> None:
+        """Encode and store chunks one after the other, in this thread."""
+        for index, table in chunks:
+            self.store(index, self.encode(table), table.num_rows)
+
+    def _rewrite_from(self, index: int) -> None:
+        state = self._state
+        log.warning("dataset read gave other rows than the parts written: writing them again",
+                    extra={"event": "sync_reordered", "syncId": self.sync_id, "chunk": index})
+        del state.parts[index:]
+        state.rowsWritten = sum(part.rows for part in state.parts)
+        state.runs[-1].reorderedAt = index
+
+    def finish(self) -> SyncResult:
+        state = self._state
+        if state.status != "COMPLETED":
+            state.status = "COMPLETED"
+            state.timings.finishedAt = now_ms()
+            self.sink.save(MANIFEST, state)
+            self.sink.delete(CHECKPOINT)
+            drop_result(self.clients, result_table_ref(self.clients, self.sync_id))
+        return SyncResult(
+            syncId=self.sync_id, datasetId=self.spec.datasetId, jobType=self.spec.jobType,
+            totalRows=state.rowsWritten, parts=len(state.parts), format=state.format,
+            manifest=self.sink.key(MANIFEST),
+        )
+
+def run_blocking(
+    clients: BigQueryClients, store: ObjectStore, spec: SyncSpec, sync_id: str
+) -> SyncResult:
+    """The whole sync in the calling thread (inline syncs below SYNC_THRESHOLD)."""
+    sync = DatasetSync(clients, store, spec, sync_id)
+    first = sync.start(attempt=1)
+    if first < sync.chunk_count:
+        with closing(sync.chunks(first)) as chunks:
+            sync.copy(chunks)
+    return sync.finish()
