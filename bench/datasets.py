@@ -1,6 +1,6 @@
 """Dataset sync vs a raw Storage Read API read of the same rows, at 1M and 5M emulator rows.
 
-    python bench/datasets.py [--rows 5000000] [--small 1000000] [--rounds 3]
+    python -m bench.datasets [--rows 5000000] [--small 1000000] [--rounds 3]
 
 Starts the BigQuery emulator, a private Redis and one real worker (`python -m worker_service`,
 file:// storage in a temp dir); seeds two tables of production/inbound forecast rows (so one
@@ -15,7 +15,6 @@ markdown table.
 from __future__ import annotations
 
 # isort: off
-import _paths  # noqa: F401 - first: fixes sys.path before anything imports `queue`
 # isort: on
 import argparse
 import os
@@ -30,15 +29,16 @@ from typing import Any
 import psutil
 
 from bench._rss import PeakRss
-from heavylift.datasets import job, seed
+from heavylift.datasets import job
 from heavylift.datasets.clients import open_clients
 from heavylift.datasets.request import parse_request
 from heavylift.datasets.sink import SyncManifest
 from heavylift.queue import BlockingQueues, QueueName
 from heavylift.settings import Settings
+from local import sample_data
 from local.bq_emulator import launch
+from local.launch import RedisServer, child_env, free_port, wait_for
 from tests.dataset_checks import read_table
-from tests.servers import RedisServer, child_env, free_port, wait_for
 
 RANGE = {"startDate": "2024-01-01", "endDate": "2025-12-31"}
 
@@ -121,7 +121,7 @@ def main() -> None:
         clients = open_clients(settings)
         for dataset, rows in sizes.items():
             print(f"seeding {rows:,} rows into {dataset}...", file=sys.stderr)
-            seed.seed_table(clients, dataset, "forecast", rows,
+            sample_data.load_table(clients, dataset, "forecast", rows,
                             environments=("production",), volume_types=("inbound",))
         clients.close()
         worker = subprocess.Popen([sys.executable, "-m", "worker_service"], env=child_env(**env))

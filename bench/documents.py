@@ -1,6 +1,6 @@
 """Document pipeline benchmark: the worker's full pipeline beside raw pypdfium2, one run each.
 
-    python bench/documents.py [--pdf PATH] [--cpu-workers 2]
+    python -m bench.documents [--pdf PATH] [--cpu-workers 2]
 
 Default PDF: R's fullrefman.pdf (2,415 pages), fetched from Debian's r-doc-pdf with the tests'
 helper when missing. Each row runs in a fresh child process; the parent samples the RSS of that
@@ -18,12 +18,6 @@ highest of the runs); the others run once.
 
 from __future__ import annotations
 
-# isort: off
-# First: fixes sys.path before anything imports `queue`. Pool processes re-run this file as
-# `__mp_main__` with the parent's sys.path, already fixed (and without this folder).
-if __name__ == "__main__":
-    import _paths  # noqa: F401
-# isort: on
 import argparse
 import asyncio
 import json
@@ -152,8 +146,8 @@ def measure(index: int, pdf: Path, warmup: Path, cpu_workers: int) -> dict[str, 
     with tempfile.TemporaryDirectory(prefix="hl-bench-") as scratch:
         env = {**os.environ, "STORAGE_URL": f"file://{scratch}/storage",
                "CPU_WORKERS": str(cpu_workers), "LOG_LEVEL": "WARNING", **row.env}
-        command = [sys.executable, __file__, "--child", "--row", str(index), "--pdf", str(pdf),
-                   "--warmup", str(warmup)]
+        command = [sys.executable, "-m", "bench.documents", "--child", "--row", str(index),
+                   "--pdf", str(pdf), "--warmup", str(warmup)]
         child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
         with PeakRss(child.pid, every_s=SAMPLE_SECONDS) as sampled:
             stdout, _ = child.communicate()

@@ -1,7 +1,7 @@
 """Upload benchmark: a 50 MB file through the `api` function (multipart, over a socket) beside a
 raw copy of the same file into the same backend, one run.
 
-    python bench/upload.py [--mb 50] [--backends file,gs]
+    python -m bench.upload [--mb 50] [--backends file,gs]
 
 Prints time, ratio and the function process's peak RSS (the gunicorn worker that handles the
 request, sampled every 5 ms, beside its idle RSS). Targets: <= 1.5x the raw copy; peak <= 100 MB.
@@ -10,7 +10,6 @@ request, sampled every 5 ms, beside its idle RSS). Targets: <= 1.5x the raw copy
 from __future__ import annotations
 
 # isort: off
-import _paths  # noqa: F401 - first: fixes sys.path before anything imports `queue`
 # isort: on
 import argparse
 import os
@@ -25,8 +24,7 @@ import requests
 from bench._rss import PeakRss
 from heavylift.settings import Settings
 from heavylift.storage import open_store
-from tests.api_server import FunctionServer
-from tests.servers import RedisServer
+from local.launch import FunctionServer, RedisServer
 from tests.storage_servers import BUCKET, FakeGcsServer, write_service_account
 
 MB = 1024 * 1024

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.servers import child_env, free_port, port_open, wait_for
+from local.launch import FunctionServer, child_env, free_port
 from tests.storage_servers import BUCKET
 
 API_KEY = "test-key-123"
-SOURCE = str(Path(__file__).resolve().parent.parent / "functions" / "main.py")
 
 
 def backend_env(backend: str, request: pytest.FixtureRequest, root: Path) -> dict[str, str]:
@@ -37,42 +36,6 @@ def backend_env(backend: str, request: pytest.FixtureRequest, root: Path) -> dic
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     return {"STORAGE_URL": f"file://{root / 'objects'}"}
-
-
-@dataclass
-class FunctionServer:
-    target: str
-    env: dict[str, str]
-    log: Path
-    signature: str = "http"
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> FunctionServer:
-        binary = shutil.which("functions-framework", path=str(Path(sys.executable).parent))
-        assert binary is not None, "functions-framework is not installed: pip install -e .[dev]"
-        env = {"PUBLIC_BASE_URL": self.url, **self.env}
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [binary, "--source", SOURCE, "--target", self.target, "--host", "127.0.0.1",
-                 "--port", str(self.port), "--signature-type", self.signature],
-                env=child_env(**env), stdout=out, stderr=subprocess.STDOUT,
-            )
-        try:
-            wait_for(lambda: port_open(self.port), 20)
-        except TimeoutError:
-            raise AssertionError(f"{self.target} did not start:\n{self.log.read_text()}") from None
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
 
 
 @dataclass

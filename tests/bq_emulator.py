@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pytest
 
-from heavylift.datasets import seed
 from heavylift.datasets.clients import open_clients
 from heavylift.resources import Resources
 from heavylift.settings import Settings, load_settings
+from local import sample_data
 from local.bq_emulator import BigQueryEmulator, launch
 from tests.dataset_checks import (
     ACTUALS_ROWS,
@@ -36,9 +36,9 @@ def bq_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEm
 def bq_seeded(bq_emulator: BigQueryEmulator) -> BigQueryEmulator:
     clients = open_clients(emulator_settings(bq_emulator))
     try:
-        seed.seed_table(clients, DATASET, "forecast", FORECAST_ROWS,
+        sample_data.load_table(clients, DATASET, "forecast", FORECAST_ROWS,
                         environments=("production",), volume_types=("inbound",))
-        seed.seed_table(clients, DATASET, "actuals", ACTUALS_ROWS)
+        sample_data.load_table(clients, DATASET, "actuals", ACTUALS_ROWS)
     finally:
         clients.close()
     return bq_emulator

@@ -7,7 +7,7 @@ import pytest
 
 from heavylift.queue import BlockingQueues
 from heavylift.settings import Settings, load_settings
-from tests.servers import RedisServer
+from local.launch import RedisServer, WorkerProcess
 from tests.storage_servers import (  # noqa: F401 - session fixtures for every test module
     fake_gcs_server,
     gcs_bucket,
@@ -15,7 +15,6 @@ from tests.storage_servers import (  # noqa: F401 - session fixtures for every t
     moto_server,
     s3_bucket,
 )
-from tests.worker_proc import WorkerProcess
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,8 @@ import pytest
 
 from heavylift.queue import BlockingQueues, QueueName
 from heavylift.settings import Settings
+from local.launch import RedisServer, WorkerProcess, wait_for
 from tests.api_server import Api, start_api
-from tests.servers import RedisServer, wait_for
-from tests.worker_proc import WorkerProcess
 
 
 @dataclass

@@ -18,7 +18,7 @@ import boto3
 import pytest
 import requests
 
-from tests.servers import free_port, port_open, wait_for
+from local.launch import free_port, port_open, wait_for
 
 GCS_PROJECT = "heavylift-test"
 

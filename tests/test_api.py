@@ -19,9 +19,9 @@ from heavylift.api.services import reset_services
 from heavylift.queue import BlockingQueues, Priority, QueueName
 from heavylift.settings import Settings
 from heavylift.storage import ObjectStore, open_store
+from local.launch import RedisServer, free_port
 from tests.api_server import API_KEY, Api, backend_env, start_api
 from tests.pdf_fixtures import text_pdf
-from tests.servers import RedisServer, free_port
 
 DOCS = QueueName.DOCUMENTS
 UPLOAD = "/api/documents/async-upload"

@@ -15,9 +15,9 @@ from heavylift.datasets.request import parse_request
 from heavylift.resources import Resources
 from heavylift.settings import Settings
 from local.bq_emulator import BigQueryEmulator
+from local.launch import RedisServer
 from tests.api_server import Api, run_cli, start_api
 from tests.dataset_checks import DATASET
-from tests.servers import RedisServer
 
 pytest_plugins = ("tests.bq_emulator",)
 

@@ -10,9 +10,9 @@ import pytest
 
 from heavylift.queue import BlockingQueues, QueueName
 from heavylift.settings import Settings
+from local.launch import RedisServer
 from tests.api_server import Api, run_cli, start_api
 from tests.jobs import add
-from tests.servers import RedisServer
 
 SAMPLE = Path(__file__).resolve().parent.parent / "local" / "samples" / "large-document.pdf"
 

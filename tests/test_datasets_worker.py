@@ -19,6 +19,7 @@ from heavylift.datasets.request import parse_request
 from heavylift.queue import BlockingQueues, QueueName
 from heavylift.resources import Resources
 from heavylift.settings import Settings
+from local.launch import WorkerProcess, wait_for
 from tests.dataset_checks import (
     DATASET,
     FORECAST_ROWS,
@@ -28,8 +29,6 @@ from tests.dataset_checks import (
     read_source,
     storage_root,
 )
-from tests.servers import wait_for
-from tests.worker_proc import WorkerProcess
 
 pytest_plugins = ("tests.bq_emulator",)
 

@@ -18,6 +18,7 @@ from heavylift.documents.job import UploadOptions
 from heavylift.queue import BlockingQueues
 from heavylift.settings import Settings
 from heavylift.storage import ObjectStore, open_store
+from local.launch import WorkerProcess
 from tests.api_server import start_api
 from tests.doc_jobs import (
     RESULT_KEYS,
@@ -33,7 +34,6 @@ from tests.doc_jobs import (
 from tests.fake_openai import EMBEDDING_DIMENSIONS, FakeOpenAI, fake_openai_server
 from tests.pdf_fixtures import encrypted_copy, mixed_pdf, real_manuals, text_pdf
 from tests.test_ai_providers import _notes as model_notes
-from tests.worker_proc import WorkerProcess
 
 StartWorker = Callable[..., WorkerProcess]
 # A SIGKILLed worker's job is back within lock + stalled check: ~3 s instead of ~30 s.

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.servers import child_env
+from local.launch import child_env
 
 _LIST_IMPORTED = """
 import importlib, json, sys

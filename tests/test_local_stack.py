@@ -4,13 +4,15 @@ through the real HTTP API and the worker, and everything is stopped again."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
-from tests.servers import child_env
+from local.launch import child_env, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,8 +45,42 @@ def mine(process: psutil.Process, storage: Path) -> bool:
         return False
 
 
+def children_of_stack(storage: Path) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter() if mine(p, storage)]
+
+
+def start_stack(storage: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`python local/stack.py up` with two workers (no emulator: quicker), until the api answers."""
+    with log.open("wb") as out:
+        launcher = subprocess.Popen(
+            [sys.executable, "local/stack.py", "up", "--no-bigquery", "--workers", "2"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            env=child_env(STORAGE_URL=f"file://{storage}", AUTH_DISABLED="true"))
+    # redis, the api and two workers, each started and ready
+    wait_for(lambda: log.read_text().count("started ") == 4 or launcher.poll() is not None, 90)
+    assert launcher.poll() is None, log.read_text()[-3000:]
+    assert len(children_of_stack(storage)) >= 3  # api and workers carry STORAGE_URL
+    return launcher
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_the_launcher_takes_every_child_with_it(tmp_path: Path, sig: signal.Signals) -> None:
+    launcher = start_stack(tmp_path / "objects", tmp_path / "stack.log")
+    redis = [p for p in psutil.Process(launcher.pid).children() if p.name() == "redis-server"]
+    assert len(redis) == 1
+
+    launcher.send_signal(sig)
+    launcher.wait(30)
+
+    # SIGTERM/SIGINT: stopped in order; SIGKILL: each child's PDEATHSIG stops it.
+    wait_for(lambda: not children_of_stack(tmp_path / "objects") and not redis[0].is_running(),
+             30)
+    if sig != signal.SIGKILL:
+        assert "stopped worker-2" in (tmp_path / "stack.log").read_text()
+
+
 def test_worker_dev_mode_starts_and_stops(redis_url: str) -> None:
-    from tests.worker_proc import WorkerProcess
+    from local.launch import WorkerProcess
 
     worker = WorkerProcess(redis_url, ARGS="--reload").wait_ready()
     worker.stop()

@@ -14,8 +14,8 @@ import requests
 
 from heavylift.queue import BlockingQueues
 from heavylift.settings import Settings
+from local.launch import child_env, free_port, port_open, wait_for
 from tests.jobs import DIAG, add, state
-from tests.servers import child_env, free_port, port_open, wait_for
 
 BOARD = Path(__file__).resolve().parent.parent / "local" / "bull-board"
 

@@ -14,8 +14,8 @@ from heavylift.queue import (
     QueueUnavailableError,
 )
 from heavylift.settings import Settings
+from local.launch import free_port, wait_for
 from tests.jobs import DIAG, add
-from tests.servers import free_port, wait_for
 
 
 def test_new_job_has_the_seed_shape_and_counts_as_waiting(queues: BlockingQueues) -> None:

@@ -26,7 +26,7 @@ from heavylift.storage import (
     open_store,
     verify_local_upload,
 )
-from tests.servers import free_port
+from local.launch import free_port
 from tests.storage_servers import BUCKET
 
 MB = 1024 * 1024

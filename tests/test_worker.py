@@ -12,8 +12,8 @@ import requests
 
 from heavylift.queue import BlockingQueues, Priority
 from heavylift.settings import Settings
+from local.launch import RedisServer, child_env, free_port
 from tests.jobs import DIAG, add, state
-from tests.servers import RedisServer, child_env, free_port
 
 FAST_LOCKS = {"LOCK_DURATION_MS": "1000", "STALLED_INTERVAL_MS": "500"}
 

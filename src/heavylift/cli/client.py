@@ -53,7 +53,7 @@ class Client:
             response = self.session.request(method, self.url + path, **kwargs)
         except requests.ConnectionError:
             raise ApiError(f"cannot reach {self.url} (is the stack up? try "
-                           "'heavylift dev up' or --url)", EXIT_UNAVAILABLE) from None
+                           "'python local/stack.py up' or --url)", EXIT_UNAVAILABLE) from None
         except requests.Timeout:
             raise ApiError(f"{self.url} did not answer in {self.timeout:g}s",
                            EXIT_UNAVAILABLE) from None

@@ -15,7 +15,6 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from heavylift.cli import devstack
 from heavylift.cli.client import (
     EXIT_BAD_INPUT,
     EXIT_FAILED_JOB,
@@ -31,7 +30,6 @@ from heavylift.cli.ui import err, new_progress, out, show
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 datasets_app = typer.Typer(help="BigQuery dataset syncs.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
-app.add_typer(devstack.app, name="dev", help="The local stack (Redis, api, worker) without Docker.")
 
 UrlOption = Annotated[str, typer.Option("--url", envvar="HEAVYLIFT_URL",
                                         help="API base URL (local stack by default).")]
@@ -222,20 +220,6 @@ def datasets_sync(
     show(answer)
     if answer.get("view", {}).get("state") == "failed":
         raise typer.Exit(EXIT_FAILED_JOB)
-
-
-@datasets_app.command("seed")
-def datasets_seed(
-    rows: Annotated[int, typer.Option(help="Rows per table.")] = 1_000_000,
-    dataset: Annotated[str | None, typer.Option(help="Dataset (default BQ_DATASET).")] = None,
-    tables: Annotated[str, typer.Option(help="Comma-separated.")] = "forecast,actuals",
-) -> None:
-    """Load generated forecast/actuals rows (environments, volume types, two years of dates)
-    into BigQuery: the emulator when BQ_EMULATOR_HOST is set."""
-    from heavylift.datasets import seed
-
-    seed.main(["--rows", str(rows), "--tables", tables,
-               *(["--dataset", dataset] if dataset else [])])
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Load realistic sample data into BigQuery (the emulator, normally): `forecast` and `actuals`
-tables with rows across environments, volume types, sites, SKUs and two years of dates.
+tables with rows across environments, volume types, sites, SKUs and two years of dates. Dev
+tooling for the local stack, the tests and the benchmarks; not shipped.
 
-    python -m heavylift.datasets.seed --rows 5000000 [--dataset heavylift] [--tables forecast]
+    python -m local.sample_data --rows 5000000 [--dataset heavylift] [--tables forecast]
 
 Settings come from the environment (BQ_EMULATOR_HOST, BQ_PROJECT, BQ_DATASET...). Rows are made
 with numpy in batches and loaded with Parquet load jobs (one per batch): 5M rows take seconds.
@@ -113,7 +114,7 @@ def make_batch(
     return pa.table(columns)
 
 
-def seed_table(
+def load_table(
     clients: BigQueryClients, dataset: str, job_type: JobType, rows: int, *,
     environments: Sequence[str] = ENVIRONMENTS, volume_types: Sequence[str] = VOLUME_TYPES,
     seed: int = 7, on_rows: Callable[[int], None] | None = None,
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows per table")
     parser.add_argument("--dataset", default=settings.bq_dataset)
     parser.add_argument("--tables", default="forecast,actuals", help="comma-separated")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=7, help="random seed (same rows each run)")
     args = parser.parse_args(argv)
     tables: list[JobType] = []
     for name in args.tables.split(","):
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         with Progress(*columns) as progress:
             for job_type in tables:
                 task = progress.add_task(f"{args.dataset}.{job_type}", total=args.rows)
-                seed_table(clients, args.dataset, job_type, args.rows, seed=args.seed,
+                load_table(clients, args.dataset, job_type, args.rows, seed=args.seed,
                            on_rows=partial(progress.advance, task))
     finally:
         clients.close()

@@ -1,6 +1,6 @@
 """Queue benchmark: heavylift beside bare bullmq and a raw redis-py LPUSH/BRPOP loop, one run.
 
-    python bench/queue.py [--jobs 3000] [--redis-url redis://...]
+    python -m bench.queues [--jobs 3000] [--redis-url redis://...]
 
 Without --redis-url a private redis-server is started on a free loopback port. Prints a table:
 enqueue rate (single, bulk), no-op processing rate at concurrency 1 and 8 (best of --rounds,
@@ -12,9 +12,7 @@ bare bullmq, so the difference is our layer.
 from __future__ import annotations
 
 # isort: off
-import _paths  # noqa: F401 - first: fixes sys.path before anything imports `queue`
 # isort: on
-
 import argparse
 import asyncio
 import os
@@ -34,7 +32,7 @@ from heavylift.queue import Priority, QueueName, Queues, bull_options, job_optio
 from heavylift.runtime.context import JobContext
 from heavylift.runtime.runner import WorkerRuntime
 from heavylift.settings import Settings
-from tests.servers import RedisServer, free_port
+from local.launch import RedisServer, free_port
 
 LATENCY_RATE = 50  # jobs/s
 LATENCY_SECONDS = 4
