@@ -151,8 +151,40 @@ def settings_env_names() -> set[str]:
     return names
 
 
-def function_env(address: str) -> set[str]:
-    service = one(resource(address), "service_config")
+FUNCTIONS = ("api", "on_upload_finalized")
+_EACH = re.compile(r"\$\{each\.(key|value\.(\w+))\}")
+
+
+def function(name: str) -> dict[str, Any]:
+    """One function of the `for_each` resource, as Terraform would expand it: `each.key` and
+    `each.value.*` replaced from `local.functions`, and its dynamic `event_trigger` resolved."""
+    values = tf_locals()["functions"][name]
+    body = resource("google_cloudfunctions2_function.fn")
+
+    def expand(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: expand(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [expand(v) for v in value]
+        if not isinstance(value, str):
+            return value
+        whole = _EACH.fullmatch(value)
+        if whole:  # keeps non-string values (numbers, booleans) as they are
+            return name if whole[1] == "key" else values[whole[2]]
+        return _EACH.sub(lambda m: name if m[1] == "key" else str(values[m[2]]), value)
+
+    expanded: dict[str, Any] = expand(body)
+    for entry in expanded.pop("dynamic", []):
+        for label, dyn in entry.items():
+            trigger_on = {"${each.value.event_trigger ? [each.key] : []}": values["event_trigger"]}
+            assert label == "event_trigger" and dyn["for_each"] in trigger_on, dyn["for_each"]
+            if trigger_on[dyn["for_each"]]:
+                expanded["event_trigger"] = dyn["content"]
+    return expanded
+
+
+def function_env(name: str) -> set[str]:
+    service = one(function(name), "service_config")
     plain = map_keys(service["environment_variables"])
     secret = dynamic_keys(service, "secret_environment_variables", "key")
     return plain | secret
@@ -216,10 +248,9 @@ def test_tfvars_example_sets_required_and_only_declared() -> None:
 def test_every_setting_is_wired_on_functions_and_worker() -> None:
     fields = settings_env_names()
     wiring = {
-        "google_cloudfunctions2_function.api": function_env(
-            "google_cloudfunctions2_function.api"),
-        "google_cloudfunctions2_function.on_upload_finalized": function_env(
-            "google_cloudfunctions2_function.on_upload_finalized"),
+        "google_cloudfunctions2_function.fn[api]": function_env("api"),
+        "google_cloudfunctions2_function.fn[on_upload_finalized]": function_env(
+            "on_upload_finalized"),
         "google_cloud_run_v2_service.worker": worker_env(),
     }
     for target, env in wiring.items():
@@ -243,9 +274,8 @@ def test_secrets_come_from_secret_manager() -> None:
     # The CA for TLS to Memorystore reaches both roles as a mounted secret file.
     ca_path = tf_locals()["app_env_defaults"]["REDIS_CA_FILE"]
     assert ca_path == "${local.redis_ca_dir}/ca.pem"
-    for fn in ("api", "on_upload_finalized"):
-        volume = one(one(resource(f"google_cloudfunctions2_function.{fn}"), "service_config"),
-                     "secret_volumes")
+    for fn in FUNCTIONS:
+        volume = one(one(function(fn), "service_config"), "secret_volumes")
         assert volume["mount_path"] == "${local.redis_ca_dir}"
         assert "redis_ca" in volume["secret"] and one(volume, "versions")["path"] == "ca.pem"
     template = one(resource("google_cloud_run_v2_service.worker"), "template")
@@ -294,29 +324,29 @@ def test_one_service_account_per_role() -> None:
     accounts = {a for a in blocks("resource") if a.startswith("google_service_account.")}
     assert accounts >= {f"google_service_account.{r}"
                         for r in ("functions", "worker", "eventarc", "build")}
-    api = one(resource("google_cloudfunctions2_function.api"), "service_config")
+    api = one(function("api"), "service_config")
     worker = one(resource("google_cloud_run_v2_service.worker"), "template")
     assert "functions" in api["service_account_email"]
     assert "worker" in worker["service_account"]
 
 
 def test_event_trigger_filters_finalize_on_our_bucket() -> None:
-    trigger = one(resource("google_cloudfunctions2_function.on_upload_finalized"),
-                  "event_trigger")
+    assert "event_trigger" not in function("api")
+    trigger = one(function("on_upload_finalized"), "event_trigger")
     assert trigger["event_type"] == "google.cloud.storage.object.v1.finalized"
     filters = {f["attribute"]: f["value"] for f in trigger["event_filters"]}
     assert filters == {"bucket": "${google_storage_bucket.data.name}"}
     assert "eventarc" in trigger["service_account_email"]
-    build = one(resource("google_cloudfunctions2_function.on_upload_finalized"), "build_config")
-    assert build["entry_point"] == "on_upload_finalized"
-    service = one(resource("google_cloudfunctions2_function.on_upload_finalized"),
-                  "service_config")
+    for fn in FUNCTIONS:  # entry points as named in functions/main.py
+        assert one(function(fn), "build_config")["entry_point"] == fn
+    service = one(function("on_upload_finalized"), "service_config")
     assert service["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
+    assert one(function("api"), "service_config")["ingress_settings"] == "${var.api_ingress}"
 
 
 def test_functions_reach_redis_privately() -> None:
-    for fn in ("api", "on_upload_finalized"):
-        service = one(resource(f"google_cloudfunctions2_function.{fn}"), "service_config")
+    for fn in FUNCTIONS:
+        service = one(function(fn), "service_config")
         assert one(service, "direct_vpc_network_interface")["subnetwork"]
         assert service["direct_vpc_egress"] == "VPC_EGRESS_PRIVATE_RANGES_ONLY"
         assert service["max_instance_count"]

@@ -4,15 +4,38 @@
 # Request bodies to a gen2 function are capped at 32 MB by the platform. MAX_UPLOAD_BYTES (50 MB)
 # is honoured for signed-URL uploads that go straight to the bucket; multipart bodies above
 # 32 MB are refused by Google before our code runs.
-resource "google_cloudfunctions2_function" "api" {
-  #checkov:skip=CKV_GCP_124:The public HTTP API is the product; callers authenticate with API keys (API_KEYS). var.api_ingress narrows it (e.g. ALLOW_INTERNAL_AND_GCLB behind a load balancer with Cloud Armor).
-  name     = "${var.name_prefix}-api"
+# What differs between the two functions; everything else is shared by the one resource below.
+locals {
+  functions = {
+    api = {
+      name          = "api"
+      max_instances = var.api_max_instances
+      memory        = "1Gi" # /tmp is in memory: a spooled 32 MB body lives here
+      ingress       = var.api_ingress
+      event_trigger = false
+    }
+    on_upload_finalized = {
+      name          = "on-upload-finalized"
+      max_instances = var.event_max_instances
+      memory        = "512Mi" # reads metadata, enqueues; no body
+      # Eventarc's Pub/Sub push counts as internal traffic; nothing else may call it.
+      ingress       = "ALLOW_INTERNAL_ONLY"
+      event_trigger = true
+    }
+  }
+}
+
+resource "google_cloudfunctions2_function" "fn" {
+  #checkov:skip=CKV_GCP_124:The public HTTP API is the product; callers authenticate with API keys (API_KEYS). var.api_ingress narrows it (e.g. ALLOW_INTERNAL_AND_GCLB behind a load balancer with Cloud Armor); the event function is ALLOW_INTERNAL_ONLY.
+  for_each = local.functions
+
+  name     = "${var.name_prefix}-${each.value.name}"
   location = var.region
   labels   = { secrets-revision = var.secrets_revision }
 
   build_config {
     runtime         = var.python_runtime
-    entry_point     = "api"
+    entry_point     = each.key
     service_account = google_service_account.build.id
     source {
       storage_source {
@@ -24,12 +47,12 @@ resource "google_cloudfunctions2_function" "api" {
 
   service_config {
     min_instance_count               = 0
-    max_instance_count               = var.api_max_instances
+    max_instance_count               = each.value.max_instances
     available_cpu                    = "1"
-    available_memory                 = "1Gi" # /tmp is in memory: a spooled 32 MB body lives here
+    available_memory                 = each.value.memory
     timeout_seconds                  = 300
     max_instance_request_concurrency = 8
-    ingress_settings                 = var.api_ingress
+    ingress_settings                 = each.value.ingress
     all_traffic_on_latest_revision   = true
     service_account_email            = google_service_account.functions.email
 
@@ -62,85 +85,19 @@ resource "google_cloudfunctions2_function" "api" {
     direct_vpc_egress = "VPC_EGRESS_PRIVATE_RANGES_ONLY"
   }
 
-  depends_on = [
-    google_secret_manager_secret_iam_member.functions,
-    google_secret_manager_secret_iam_member.functions_redis,
-    google_secret_manager_secret_version.redis_auth,
-    google_secret_manager_secret_version.redis_ca,
-    google_project_iam_member.build,
-    google_project_iam_member.eventarc_receiver,
-    google_project_iam_member.gcs_pubsub_publisher,
-  ]
-}
-
-resource "google_cloudfunctions2_function" "on_upload_finalized" {
-  name     = "${var.name_prefix}-on-upload-finalized"
-  location = var.region
-  labels   = { secrets-revision = var.secrets_revision }
-
-  build_config {
-    runtime         = var.python_runtime
-    entry_point     = "on_upload_finalized"
-    service_account = google_service_account.build.id
-    source {
-      storage_source {
-        bucket = google_storage_bucket.source.name
-        object = google_storage_bucket_object.function_source.name
+  dynamic "event_trigger" {
+    for_each = each.value.event_trigger ? [each.key] : []
+    content {
+      trigger_region        = var.region
+      event_type            = "google.cloud.storage.object.v1.finalized"
+      retry_policy          = "RETRY_POLICY_RETRY"
+      service_account_email = google_service_account.eventarc.email
+      # Object-finalize events of our data bucket only. Eventarc cannot filter on a prefix:
+      # the function itself ignores objects outside uploads/ (e.g. datasets/ parts).
+      event_filters {
+        attribute = "bucket"
+        value     = google_storage_bucket.data.name
       }
-    }
-  }
-
-  service_config {
-    min_instance_count               = 0
-    max_instance_count               = var.event_max_instances
-    available_cpu                    = "1"
-    available_memory                 = "512Mi" # reads metadata, enqueues; no body
-    timeout_seconds                  = 300
-    max_instance_request_concurrency = 8
-    # Eventarc's Pub/Sub push counts as internal traffic; nothing else may call it.
-    ingress_settings               = "ALLOW_INTERNAL_ONLY"
-    all_traffic_on_latest_revision = true
-    service_account_email          = google_service_account.functions.email
-
-    environment_variables = local.function_env
-
-    dynamic "secret_environment_variables" {
-      for_each = local.secret_env
-      content {
-        key        = secret_environment_variables.key
-        project_id = var.project_id
-        secret     = secret_environment_variables.value
-        version    = "latest"
-      }
-    }
-
-    secret_volumes {
-      mount_path = local.redis_ca_dir
-      project_id = var.project_id
-      secret     = google_secret_manager_secret.redis_ca.secret_id
-      versions {
-        version = "latest"
-        path    = "ca.pem"
-      }
-    }
-
-    direct_vpc_network_interface {
-      network    = google_compute_network.vpc.id
-      subnetwork = google_compute_subnetwork.serverless.id
-    }
-    direct_vpc_egress = "VPC_EGRESS_PRIVATE_RANGES_ONLY"
-  }
-
-  event_trigger {
-    trigger_region        = var.region
-    event_type            = "google.cloud.storage.object.v1.finalized"
-    retry_policy          = "RETRY_POLICY_RETRY"
-    service_account_email = google_service_account.eventarc.email
-    # Object-finalize events of our data bucket only. Eventarc cannot filter on a prefix:
-    # the function itself ignores objects outside uploads/ (e.g. datasets/ parts).
-    event_filters {
-      attribute = "bucket"
-      value     = google_storage_bucket.data.name
     }
   }
 
@@ -160,7 +117,7 @@ resource "google_cloudfunctions2_function" "on_upload_finalized" {
 resource "google_cloud_run_v2_service_iam_member" "api_invoker" {
   for_each = toset(var.api_invoker_members)
 
-  name     = google_cloudfunctions2_function.api.service_config[0].service
+  name     = google_cloudfunctions2_function.fn["api"].service_config[0].service
   location = var.region
   role     = "roles/run.invoker"
   member   = each.value
@@ -168,7 +125,7 @@ resource "google_cloud_run_v2_service_iam_member" "api_invoker" {
 
 # Eventarc calls the event function with its own service account.
 resource "google_cloud_run_v2_service_iam_member" "eventarc_invoker" {
-  name     = google_cloudfunctions2_function.on_upload_finalized.service_config[0].service
+  name     = google_cloudfunctions2_function.fn["on_upload_finalized"].service_config[0].service
   location = var.region
   role     = "roles/run.invoker"
   member   = "serviceAccount:${google_service_account.eventarc.email}"

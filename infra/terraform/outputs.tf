@@ -2,12 +2,12 @@
 
 output "api_url" {
   description = "Base URL of the api function (POST $api_url/api/documents/async-upload)."
-  value       = google_cloudfunctions2_function.api.service_config[0].uri
+  value       = google_cloudfunctions2_function.fn["api"].service_config[0].uri
 }
 
 output "event_function" {
   description = "Name of the object-finalize event function."
-  value       = google_cloudfunctions2_function.on_upload_finalized.name
+  value       = google_cloudfunctions2_function.fn["on_upload_finalized"].name
 }
 
 output "worker_service" {
