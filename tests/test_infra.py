@@ -344,6 +344,15 @@ def test_event_trigger_filters_finalize_on_our_bucket() -> None:
     assert one(function("api"), "service_config")["ingress_settings"] == "${var.api_ingress}"
 
 
+def test_function_state_moved_to_for_each() -> None:
+    # The functions were `google_cloudfunctions2_function.<name>` before the for_each: without a
+    # `moved` block an existing deployment would destroy and recreate them (new api URL).
+    moves = {m["from"]: m["to"] for doc in tf_files().values() for m in doc.get("moved", [])}
+    for fn in FUNCTIONS:
+        assert moves.get(f"${{google_cloudfunctions2_function.{fn}}}") == (
+            f'${{google_cloudfunctions2_function.fn["{fn}"]}}'), moves
+
+
 def test_functions_reach_redis_privately() -> None:
     for fn in FUNCTIONS:
         service = one(function(fn), "service_config")

@@ -112,6 +112,17 @@ resource "google_cloudfunctions2_function" "fn" {
   ]
 }
 
+# The two functions were separate resources before; these keep existing state (no replacement).
+moved {
+  from = google_cloudfunctions2_function.api
+  to   = google_cloudfunctions2_function.fn["api"]
+}
+
+moved {
+  from = google_cloudfunctions2_function.on_upload_finalized
+  to   = google_cloudfunctions2_function.fn["on_upload_finalized"]
+}
+
 # The public API authenticates callers itself (Authorization: Bearer <one of API_KEYS>), so the
 # platform lets the configured members (allUsers by default) invoke it.
 resource "google_cloud_run_v2_service_iam_member" "api_invoker" {
