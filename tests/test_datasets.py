@@ -28,6 +28,7 @@ from heavylift.datasets.errors import (
     bigquery_errors,
 )
 from heavylift.datasets.request import SyncRequestError, parse_request
+from heavylift.datasets.source import result_table_ref
 from heavylift.queue import BlockingQueues, QueueName
 from heavylift.resources import Resources
 from heavylift.settings import Settings
@@ -206,6 +207,27 @@ def test_unknown_dataset_is_a_clear_not_found(
     spec = parse_request(body(datasetId="no_such_dataset"), bq_settings)
     with pytest.raises(SourceNotFoundError, match="no_such_dataset"):
         service.count_rows(bq_resources.bigquery(), spec)
+
+
+def test_a_result_table_left_by_a_killed_attempt_is_replaced(
+    bq_settings: Settings, bq_resources: Resources, source_actuals: pa.Table
+) -> None:
+    """Killed after its query but before checkpoint.json: the table is there, the checkpoint is
+    not. The next attempt must not fail with 409 Already Exists, nor read the stale rows."""
+    spec = parse_request(body(chunkSize=1000), bq_settings)
+    clients = bq_resources.bigquery()
+    ref = result_table_ref(clients, "killed-before-checkpoint")
+    clients.rest.create_dataset(f"{ref.project}.{ref.dataset}", exists_ok=True)
+    source = f"`{bq_settings.bq_project}.{DATASET}.actuals`"
+    clients.rest.query(f"CREATE TABLE {ref.quoted} AS SELECT * FROM {source} LIMIT 7").result()
+
+    result = run_blocking(clients, bq_resources.store, spec, "killed-before-checkpoint")
+
+    _, rows = read_parts(bq_settings, result.manifest)
+    expected = filter_rows(source_actuals, "production", "inbound", "activity_date",
+                           QUARTER["startDate"], QUARTER["endDate"])
+    assert result.totalRows == rows.num_rows == expected.num_rows > 7
+    assert checksum(rows) == checksum(expected)
 
 
 def rewrite_result(sync: DatasetSync, select: str) -> None:
