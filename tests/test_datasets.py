@@ -6,6 +6,7 @@ order."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import json
 from contextlib import closing
@@ -14,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import requests
 from google.api_core import exceptions as gexc
 
 from heavylift.datasets import service
@@ -21,6 +23,7 @@ from heavylift.datasets.chunking import rechunk
 from heavylift.datasets.engine import DatasetSync, run_blocking
 from heavylift.datasets.errors import (
     SourceAccessError,
+    SourceConflictError,
     SourceError,
     SourceNotFoundError,
     SourceQueryError,
@@ -290,20 +293,68 @@ def test_rest_reads_give_the_same_rows_as_the_storage_api(
     assert checksum(rows) == checksum(expected)
 
 
-@pytest.mark.parametrize(("error", "kind", "permanent"), [
-    (gexc.NotFound("Not found: Table p:d.t"), SourceNotFoundError, True),
-    (gexc.BadRequest("Syntax error"), SourceQueryError, True),
-    (gexc.Forbidden("Access Denied", errors=[{"reason": "accessDenied"}]), SourceAccessError, True),
+def api_error(code: int, message: str, reason: str | None = None) -> gexc.GoogleAPICallError:
+    """The exception google-api-core builds from an HTTP answer with this status (and reason)."""
+    errors = [{"reason": reason, "message": message}] if reason else []
+    return gexc.from_http_status(code, message, errors=errors)
+
+
+@pytest.mark.parametrize(("error", "kind"), [
+    # Permanent: the request or our state, not the service.
+    (gexc.NotFound("Not found: Table p:d.t"), SourceNotFoundError),
+    (api_error(404, "Not found: Dataset p:d", "notFound"), SourceNotFoundError),
+    (gexc.BadRequest("Syntax error"), SourceQueryError),
+    (api_error(400, "Unrecognized name: x", "invalidQuery"), SourceQueryError),
+    (gexc.InvalidArgument("bad read session"), SourceQueryError),
+    (gexc.FailedPrecondition("table too new"), SourceQueryError),
+    (api_error(412, "Precondition check failed"), SourceQueryError),
+    (gexc.Forbidden("Access Denied", errors=[{"reason": "accessDenied"}]), SourceAccessError),
+    (gexc.PermissionDenied("bigquery.tables.getData denied"), SourceAccessError),
+    (gexc.Unauthorized("Request had invalid authentication credentials"), SourceAccessError),
+    (api_error(409, "Already Exists: Table p:d.t", "duplicate"), SourceConflictError),
+    (gexc.Conflict("Already Exists: Table p:d.t"), SourceConflictError),
+    (gexc.AlreadyExists("Already Exists: Table p:d.t"), SourceConflictError),
+    # Transient: the service failed; a later retry may work.
     (gexc.Forbidden("Exceeded rate limits", errors=[{"reason": "rateLimitExceeded"}]),
-     SourceUnavailableError, False),
-    (gexc.TooManyRequests("slow down"), SourceUnavailableError, False),
-    (gexc.ServiceUnavailable("backend"), SourceUnavailableError, False),
-    (ConnectionResetError("reset"), SourceUnavailableError, False),
+     SourceUnavailableError),
+    (api_error(400, "The job encountered an internal error", "jobInternalError"),
+     SourceUnavailableError),
+    (gexc.TooManyRequests("slow down"), SourceUnavailableError),
+    (gexc.ResourceExhausted("quota"), SourceUnavailableError),
+    (api_error(408, "Request Timeout"), SourceUnavailableError),
+    (gexc.Aborted("transaction aborted"), SourceUnavailableError),
+    (gexc.InternalServerError("internal"), SourceUnavailableError),
+    (gexc.BadGateway("bad gateway"), SourceUnavailableError),
+    (gexc.ServiceUnavailable("backend"), SourceUnavailableError),
+    (gexc.GatewayTimeout("gateway timeout"), SourceUnavailableError),
+    (gexc.DeadlineExceeded("Deadline Exceeded"), SourceUnavailableError),
+    (gexc.RetryError("Timeout of 180.0s exceeded", gexc.ServiceUnavailable("x")),
+     SourceUnavailableError),
+    (ConnectionResetError("reset"), SourceUnavailableError),
+    (requests.exceptions.ConnectionError("Connection refused"), SourceUnavailableError),
+    (requests.exceptions.ReadTimeout("Read timed out. (read timeout=60)"),
+     SourceUnavailableError),
+    (concurrent.futures.TimeoutError(), SourceUnavailableError),
 ])
 def test_bigquery_errors_are_permanent_or_transient(
-    error: Exception, kind: type[SourceError], permanent: bool
+    error: Exception, kind: type[SourceError]
 ) -> None:
-    with pytest.raises(kind) as raised, bigquery_errors("count rows"):
+    with pytest.raises(SourceError) as raised, bigquery_errors("count rows"):
         raise error
-    assert raised.value.permanent is permanent
+    assert type(raised.value) is kind
+    assert raised.value.permanent is (kind is not SourceUnavailableError)
     assert str(raised.value).startswith("count rows: ")
+    assert raised.value.__cause__ is error
+
+
+def test_creating_a_table_that_exists_is_a_conflict_not_an_outage(
+    bq_settings: Settings, bq_resources: Resources
+) -> None:
+    """The 409 the emulator (like BigQuery) answers to a second CREATE TABLE."""
+    rest = bq_resources.bigquery().rest
+    table = f"`{bq_settings.bq_project}.{DATASET}.created_twice`"
+    rest.query(f"CREATE OR REPLACE TABLE {table} AS SELECT 1 AS x").result()
+    with pytest.raises(SourceConflictError, match=r"^query: already exists: .*created_twice"
+                       ) as raised, bigquery_errors("query"):
+        rest.query(f"CREATE TABLE {table} AS SELECT 1 AS x").result()
+    assert raised.value.permanent
