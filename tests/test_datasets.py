@@ -9,6 +9,10 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import json
+import re
+import threading
+import time
+from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
 
@@ -20,6 +24,7 @@ from google.api_core import exceptions as gexc
 
 from heavylift.datasets import service
 from heavylift.datasets.chunking import rechunk
+from heavylift.datasets.clients import BigQueryClients, open_clients
 from heavylift.datasets.engine import DatasetSync, run_blocking
 from heavylift.datasets.errors import (
     SourceAccessError,
@@ -44,6 +49,7 @@ from tests.dataset_checks import (
     read_parts,
     storage_root,
 )
+from tests.servers import TcpRelay, free_port
 
 # The emulator fixtures (bq_settings, source_actuals...).
 pytest_plugins = ("tests.bq_emulator",)
@@ -291,6 +297,115 @@ def test_rest_reads_give_the_same_rows_as_the_storage_api(
     expected = filter_rows(source_actuals, "production", "inbound", "activity_date",
                            QUARTER["startDate"], QUARTER["endDate"])
     assert checksum(rows) == checksum(expected)
+
+
+class StallingReadStream:
+    """A ReadRows stream that delivers `messages` of a real one, then never answers again
+    (a server that stopped sending without closing the stream); cancel() releases it."""
+
+    def __init__(self, real: Any, messages: int) -> None:
+        self.real, self.messages = real, messages
+        self.rows = 0  # delivered
+        self.cancelled = threading.Event()
+
+    def __iter__(self) -> Iterator[Any]:
+        for message in itertools.islice(self.real, self.messages):
+            self.rows += message.row_count
+            yield message
+        self.cancelled.wait()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        self.real.cancel()
+
+
+class StallingReadClient:
+    """Google's BigQueryReadClient with read_rows swapped for a StallingReadStream."""
+
+    def __init__(self, real: Any, messages: int) -> None:
+        self.real, self.messages = real, messages
+        self.streams: list[StallingReadStream] = []
+
+    def create_read_session(self, **kwargs: Any) -> Any:
+        return self.real.create_read_session(**kwargs)
+
+    def read_rows(self, name: str, **kwargs: Any) -> StallingReadStream:
+        self.streams.append(StallingReadStream(self.real.read_rows(name, **kwargs), self.messages))
+        return self.streams[-1]
+
+
+@pytest.mark.parametrize("messages", [0, 1])
+def test_a_read_stream_that_stops_answering_fails_the_attempt_in_time(
+    bq_settings: Settings, bq_resources: Resources, messages: int
+) -> None:
+    """No read may hang the job: a stream silent for BQ_CALL_TIMEOUT_S fails the attempt as
+    transient (BullMQ retries it), naming the chunk it was reading, and is cancelled."""
+    settings = bq_settings.model_copy(update={"bq_call_timeout_s": 1.0})
+    real = bq_resources.bigquery()
+    storage = StallingReadClient(real.storage, messages)
+    clients = BigQueryClients(settings, real.rest, storage)
+    spec = parse_request(body(chunkSize=1000, **FULL_RANGE), settings)
+    sync = DatasetSync(clients, bq_resources.store, spec, f"stalled-{messages}")
+    sync.start(attempt=1)
+
+    started = time.monotonic()
+    with pytest.raises(SourceUnavailableError) as raised, closing(sync.chunks(0)) as chunks:
+        sync.copy(chunks)
+    waited = time.monotonic() - started
+
+    chunk = storage.streams[0].rows // 1000  # the one it was reading when the stream fell silent
+    assert (chunk > 0) is (messages > 0)
+    assert not raised.value.permanent
+    assert re.match(rf"reading chunk {chunk} of \S+: no data for 1 s$", str(raised.value))
+    assert 1.0 <= waited < 3.0
+    assert len(sync.manifest.parts) == chunk
+    assert storage.streams[0].cancelled.is_set()
+
+
+def test_by_default_a_minute_long_outage_is_ridden_out_inside_a_call() -> None:
+    """The last try before BQ_TIMEOUT_S can start a call timeout plus a backoff after the outage
+    ended, so the budget must cover all three."""
+    settings = Settings()
+    slack = settings.bq_timeout_s - settings.bq_call_timeout_s - settings.bq_retry_max_delay_s
+    assert slack >= 60
+    retry = BigQueryClients(settings, None, None).retry  # type: ignore[arg-type]
+    assert retry.timeout == settings.bq_timeout_s
+    assert retry._maximum == settings.bq_retry_max_delay_s  # no public accessor
+
+
+OUTAGE_S = 4.0
+
+
+@pytest.mark.parametrize(("budget_s", "survives"), [(20.0, True), (2.0, False)])
+def test_a_bigquery_outage_is_ridden_out_within_the_retry_budget(
+    bq_settings: Settings, bq_resources: Resources, budget_s: float, survives: bool
+) -> None:
+    """BigQuery unreachable for OUTAGE_S (connections refused), then back: a call retries with
+    backoff until it answers, if BQ_TIMEOUT_S lasts that long; otherwise it fails, transient."""
+    assert bq_settings.bq_emulator_host is not None
+    relay = TcpRelay(free_port(), int(bq_settings.bq_emulator_host.rsplit(":", 1)[1]))
+    settings = bq_settings.model_copy(update={
+        "bq_emulator_host": f"127.0.0.1:{relay.port}", "bq_timeout_s": budget_s,
+        "bq_retry_max_delay_s": 1.0})
+    spec = parse_request(body(), settings)
+    expected = service.count_rows(bq_resources.bigquery(), spec)
+    back = threading.Timer(OUTAGE_S, relay.start)
+    back.start()
+    clients = open_clients(settings)
+    started = time.monotonic()
+    try:
+        if survives:
+            assert service.count_rows(clients, spec) == expected
+            assert OUTAGE_S <= time.monotonic() - started < OUTAGE_S + 3
+        else:
+            with pytest.raises(SourceUnavailableError, match="gave up retrying") as raised:
+                service.count_rows(clients, spec)
+            assert not raised.value.permanent
+            assert time.monotonic() - started < OUTAGE_S
+    finally:
+        back.join()
+        clients.close()
+        relay.stop()
 
 
 def api_error(code: int, message: str, reason: str | None = None) -> gexc.GoogleAPICallError:

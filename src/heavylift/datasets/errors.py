@@ -79,6 +79,12 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def is_transient_job_failure(exc: BaseException) -> bool:
+    """Whether a query job failed for a transient reason, so that running it again may work
+    (the job retry's predicate). Not a call that gave up retrying: its budget is spent."""
+    return isinstance(exc, gexc.GoogleAPICallError) and bool(_reasons(exc) & TRANSIENT_REASONS)
+
+
 def classify(what: str, exc: BaseException) -> SourceError:
     """The SourceError for `exc`, raised while doing `what` (which starts its message)."""
     if is_transient(exc):
