@@ -37,6 +37,7 @@ from heavylift.datasets.errors import (
 )
 from heavylift.datasets.request import SyncRequestError, parse_request
 from heavylift.datasets.source import result_table_ref
+from heavylift.datasets.stream import with_idle_deadline
 from heavylift.queue import BlockingQueues, QueueName
 from heavylift.resources import Resources
 from heavylift.settings import Settings
@@ -80,6 +81,43 @@ def test_batches_of_any_size_are_cut_into_whole_chunks(sizes: tuple[int, ...]) -
 def test_no_batches_no_chunks() -> None:
     assert list(rechunk([], 10)) == []
     assert [c.num_rows for c in rechunk(numbered_batches(10, 10), 10)] == [10, 10]
+
+
+class ListStream:
+    """A stream of `items` (an exception among them is raised there), cancel() recorded."""
+
+    def __init__(self, *items: object) -> None:
+        self.items, self.cancelled = items, False
+
+    def __iter__(self) -> Iterator[object]:
+        for item in self.items:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_only_waiting_for_the_stream_counts_against_its_idle_deadline() -> None:
+    """A consumer busy for longer than the deadline between messages (encoding, writing parts)
+    is no stall."""
+    stream = ListStream(1, 2, 3)
+    got = []
+    for item in with_idle_deadline(stream, 0.2, lambda: "reading"):
+        got.append(item)
+        time.sleep(0.5)
+    assert got == [1, 2, 3] and stream.cancelled
+
+
+def test_a_stream_error_reaches_the_reader_as_it_is() -> None:
+    stream = ListStream(1, gexc.ServiceUnavailable("backend gone"))
+    messages = with_idle_deadline(stream, 5.0, lambda: "reading")
+    assert next(messages) == 1
+    with pytest.raises(SourceUnavailableError, match="unavailable: backend gone"), \
+            bigquery_errors("read t"):
+        next(messages)
+    assert stream.cancelled
 
 
 # --- validation (no BigQuery needed) -------------------------------------------------------------

@@ -194,6 +194,7 @@ def _stream_chunks(
                 index += 1
         finally:
             responses.close()
+            stream.cancel()  # also if `responses` never started
 
 
 def _rest_chunks(
