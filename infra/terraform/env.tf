@@ -65,16 +65,19 @@ locals {
     JOB_TOKEN_BUDGET       = tostring(var.job_token_budget)
 
     # Dataset sync (BigQuery jobs run in our project; the source may live in another).
-    BQ_PROJECT          = var.project_id
-    BQ_DATASET          = var.bigquery_source_dataset
-    BQ_SCRATCH_DATASET  = google_bigquery_dataset.scratch.dataset_id
-    BQ_READ_API         = "storage"
-    BQ_TIMEOUT_S        = "60"
-    SYNC_THRESHOLD      = tostring(var.sync_threshold)
-    SYNC_MAX_RANGE_DAYS = "731"
-    SYNC_FORMAT         = "parquet"
-    CHUNK_SIZE          = "50000"
-    CHUNK_DELAY_MS      = "0"
+    BQ_PROJECT           = var.project_id
+    BQ_DATASET           = var.bigquery_source_dataset
+    BQ_SCRATCH_DATASET   = google_bigquery_dataset.scratch.dataset_id
+    BQ_READ_API          = "storage"
+    BQ_TIMEOUT_S         = "180"
+    BQ_CALL_TIMEOUT_S    = "60"
+    BQ_RETRY_MAX_DELAY_S = "10"
+    BQ_QUERY_TIMEOUT_S   = "1800"
+    SYNC_THRESHOLD       = tostring(var.sync_threshold)
+    SYNC_MAX_RANGE_DAYS  = "731"
+    SYNC_FORMAT          = "parquet"
+    CHUNK_SIZE           = "50000"
+    CHUNK_DELAY_MS       = "0"
   }
   app_env = merge(local.app_env_defaults, var.extra_env)
 

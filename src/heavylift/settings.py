@@ -173,7 +173,9 @@ class Settings(BaseSettings):
         "auto", description="auto: Storage Read API unless an emulator lacks it, else REST.",
     )
     bq_timeout_s: float = Field(
-        60.0, gt=0, le=3600, description="Retry budget of one BigQuery call (5xx, 429).",
+        180.0, gt=0, le=3600, description="Retry budget of one BigQuery call (5xx, 429, timeouts,"
+        " connection errors): outages up to BQ_TIMEOUT_S - BQ_CALL_TIMEOUT_S -"
+        " BQ_RETRY_MAX_DELAY_S (110 s by default) do not fail the call.",
     )
     sync_threshold: int = Field(
         10_000, ge=0, description="Syncs of fewer rows run inline in the HTTP request.",
@@ -254,6 +256,25 @@ class Settings(BaseSettings):
         port = f":{parts.port}" if parts.port else ""
         auth = "***@" if parts.password else ""
         return f"{parts.scheme}://{auth}{host}{port}{parts.path}"
+
+    # --- BigQuery deadlines and backoff (issue 12: hung reads, outages) ---
+    # No BigQuery call may wait forever: each request or RPC has a deadline, and a transient
+    # failure (errors.is_transient) is retried inside the call with capped exponential backoff
+    # and full jitter until BQ_TIMEOUT_S (above) has passed; only then does the attempt fail
+    # (transient: BullMQ retries the job). A read stream has no whole-stream deadline (a long
+    # read is fine) but must deliver its next message within BQ_CALL_TIMEOUT_S.
+    bq_call_timeout_s: float = Field(
+        60.0, gt=0, le=600, description="Deadline of one BigQuery request or RPC; a read stream"
+        " that delivers nothing for this long fails the attempt (transient).",
+    )
+    bq_retry_max_delay_s: float = Field(
+        10.0, gt=0, le=120, description="Longest backoff between two tries of a BigQuery call"
+        " (full jitter: a random sleep below 1, 2, 4... s, capped here).",
+    )
+    bq_query_timeout_s: float = Field(
+        1800.0, gt=0, le=6 * 3600, description="Longest wait for a sync's query job to finish"
+        " (each status poll has the BQ_CALL_TIMEOUT_S deadline).",
+    )
 
 
 def _one_line(error: ValidationError) -> str:

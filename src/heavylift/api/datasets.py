@@ -21,7 +21,12 @@ _SEMANTIC_FIELDS = {"startDate", "endDate", "chunkSize", "chunkDelayMs"}
 
 
 def _source_error(error: SourceError) -> ApiError:
-    from heavylift.datasets.errors import SourceAccessError, SourceNotFoundError, SourceQueryError
+    from heavylift.datasets.errors import (
+        SourceAccessError,
+        SourceConflictError,
+        SourceNotFoundError,
+        SourceQueryError,
+    )
 
     if isinstance(error, SourceNotFoundError):
         return ApiError(404, "source_not_found", str(error))
@@ -29,6 +34,8 @@ def _source_error(error: SourceError) -> ApiError:
         return ApiError(400, "bad_query", str(error))
     if isinstance(error, SourceAccessError):
         return ApiError(403, "source_forbidden", str(error))
+    if isinstance(error, SourceConflictError):
+        return ApiError(409, "source_conflict", str(error))
     return ApiError(503, "source_unavailable", str(error))
 
 

@@ -12,9 +12,11 @@ from google.api_core.client_options import ClientOptions
 from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
-from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
 
+from heavylift.datasets.errors import is_transient, is_transient_job_failure
 from heavylift.settings import Settings
+
+RETRY_INITIAL_DELAY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -26,13 +28,32 @@ class BigQueryClients:
 
     @property
     def retry(self) -> Retry:
-        """The client's own retry (5xx, 429, connection errors) within BQ_TIMEOUT_S."""
-        return DEFAULT_RETRY.with_deadline(self.settings.bq_timeout_s)
+        """Retries a call that failed transiently (`errors.is_transient`: 5xx, 429, timeouts,
+        connection errors...) with capped exponential backoff and full jitter (a random sleep
+        below 1, 2, 4... s, at most BQ_RETRY_MAX_DELAY_S) until BQ_TIMEOUT_S has passed."""
+        settings = self.settings
+        return Retry(
+            predicate=is_transient, initial=RETRY_INITIAL_DELAY_S,
+            maximum=settings.bq_retry_max_delay_s, multiplier=2.0, timeout=settings.bq_timeout_s,
+        )
 
     @property
     def job_retry(self) -> Retry:
-        """Re-runs a query job that failed with a retryable reason (rateLimitExceeded, backend)."""
-        return DEFAULT_JOB_RETRY.with_deadline(self.settings.bq_timeout_s)
+        """Re-runs a query job that failed for a transient reason (rateLimitExceeded,
+        backendError...), with the same backoff and budget. Unlike google-cloud-bigquery's
+        DEFAULT_JOB_RETRY it does not retry a call whose own retry gave up: nested, the two
+        budgets would add up and BQ_TIMEOUT_S would bound nothing."""
+        settings = self.settings
+        return Retry(
+            predicate=is_transient_job_failure, initial=RETRY_INITIAL_DELAY_S,
+            maximum=settings.bq_retry_max_delay_s, multiplier=2.0, timeout=settings.bq_timeout_s,
+        )
+
+    @property
+    def call_timeout(self) -> float:
+        """BQ_CALL_TIMEOUT_S: the deadline of one request or RPC (and of a read stream's wait for
+        its next message), after which the retry takes over."""
+        return self.settings.bq_call_timeout_s
 
     def close(self) -> None:
         self.rest.close()  # type: ignore[no-untyped-call]

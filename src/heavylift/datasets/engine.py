@@ -10,6 +10,10 @@ other rows at some chunk (BigQuery does not promise one order across read sessio
 from that chunk on are written again: the parts always hold one read's rows, each exactly once.
 An attempt that finds the table gone starts over. A part written just before a crash but not yet
 in the checkpoint is simply written again under the same name.
+
+Every step can run again after a crash: the query replaces the result table (one left by an
+attempt that died before its checkpoint), parts and checkpoints are whole-object puts under
+fixed names, and finishing deletes the checkpoint and the table even if the manifest was saved.
 """
 
 from __future__ import annotations
@@ -206,8 +210,9 @@ class DatasetSync:
             state.status = "COMPLETED"
             state.timings.finishedAt = now_ms()
             self.sink.save(MANIFEST, state)
-            self.sink.delete(CHECKPOINT)
-            drop_result(self.clients, result_table_ref(self.clients, self.sync_id))
+        # Also when an earlier attempt saved the manifest and died before cleaning up.
+        self.sink.delete(CHECKPOINT)
+        drop_result(self.clients, result_table_ref(self.clients, self.sync_id))
         return SyncResult(
             syncId=self.sync_id, datasetId=self.spec.datasetId, jobType=self.spec.jobType,
             totalRows=state.rowsWritten, parts=len(state.parts), format=state.format,

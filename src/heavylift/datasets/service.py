@@ -5,7 +5,8 @@
 
 `start_sync` counts first (a given totalCount is never trusted): below SYNC_THRESHOLD the sync
 runs inline, at or above it is queued. SourceErrors map to 404 (SourceNotFoundError), 400
-(SourceQueryError), 403 (SourceAccessError), 503 (SourceUnavailableError).
+(SourceQueryError), 403 (SourceAccessError), 409 (SourceConflictError), 503
+(SourceUnavailableError).
 """
 
 from __future__ import annotations

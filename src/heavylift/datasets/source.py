@@ -15,14 +15,18 @@ in the order a read of that fixed table delivers them:
 No row numbers are added to the result: ROW_NUMBER() OVER () doubled the query's time on the
 emulator, and on BigQuery it runs on a single slot (it fails with "resources exceeded" at scale).
 
-Every call runs inside `bigquery_errors`, so callers see SourceErrors only. All functions block:
-the worker calls them through `asyncio.to_thread`.
+Every call runs inside `bigquery_errors`, so callers see SourceErrors only, and has a deadline
+(BQ_CALL_TIMEOUT_S per request or RPC, retried within BQ_TIMEOUT_S; BQ_QUERY_TIMEOUT_S for a
+query job to finish; a Storage read stream must deliver its next message within
+BQ_CALL_TIMEOUT_S): nothing waits forever. All functions block: the worker calls them through
+`asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -43,6 +47,7 @@ from heavylift.datasets.sql import (
     query_parameters,
     source_table,
 )
+from heavylift.datasets.stream import with_idle_deadline
 
 log = logging.getLogger("heavylift.datasets")
 
@@ -51,6 +56,9 @@ Chunks = Generator[tuple[int, pa.Table], None, None]
 
 # Result tables of syncs that died are left to expire.
 RESULT_TABLE_TTL = timedelta(days=1)
+
+# Between two polls of a running query job's state.
+POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -80,33 +88,50 @@ def count_rows(clients: BigQueryClients, spec: SyncSpec) -> int:
     """The number of rows the sync would write (a parameterised COUNT query)."""
     table = source_table(clients.settings.bq_project, spec)
     config = bigquery.QueryJobConfig(query_parameters=query_parameters(spec))
-    with bigquery_errors(f"count {_describe(spec)}"):
-        job = clients.rest.query(
-            count_sql(spec, table), job_config=config,
-            retry=clients.retry, job_retry=clients.job_retry,
-        )
-        rows = list(job.result(retry=clients.retry))
+    what = f"count {_describe(spec)}"
+    with bigquery_errors(what):
+        rows = list(_run_query(clients, count_sql(spec, table), config, what))
     return int(rows[0]["n"])
+
+
+def _run_query(
+    clients: BigQueryClients, sql: str, config: bigquery.QueryJobConfig, what: str
+) -> Any:
+    """Start a query job and wait for it: polls of the job's state every POLL_S, each with the
+    call deadline, until it is done or BQ_QUERY_TIMEOUT_S has passed; then its result (which
+    raises the job's error, or re-runs a job that failed for a retryable reason)."""
+    timeout = clients.call_timeout
+    # job_retry=None here: with one, the library wraps jobs.insert in a retry of its own (10
+    # minutes, around ours); result() below still re-runs a job that failed transiently.
+    job = clients.rest.query(sql, job_config=config, retry=clients.retry, timeout=timeout,
+                             job_retry=None)
+    give_up = time.monotonic() + clients.settings.bq_query_timeout_s
+    while not job.done(retry=clients.retry, timeout=timeout):
+        if time.monotonic() > give_up:
+            job.cancel(retry=clients.retry, timeout=timeout)
+            raise SourceUnavailableError(f"{what}: query job {job.job_id} not done after "
+                                         f"{clients.settings.bq_query_timeout_s:g} s")
+        time.sleep(POLL_S)
+    return job.result(retry=clients.retry, timeout=timeout, job_retry=clients.job_retry)
 
 
 def materialize(clients: BigQueryClients, spec: SyncSpec, target: TableRef) -> ResultTable:
     """Run the sync query into `target` (replacing it) and describe the result."""
     settings = clients.settings
     rest = clients.rest
-    with bigquery_errors(f"query {_describe(spec)}"):
+    what = f"query {_describe(spec)}"
+    with bigquery_errors(what):
         # Also the clearest "dataset not found"; the scratch dataset must share its location.
-        source = rest.get_dataset(f"{settings.bq_project}.{spec.datasetId}", retry=clients.retry)
+        source = rest.get_dataset(f"{settings.bq_project}.{spec.datasetId}",
+                                  retry=clients.retry, timeout=clients.call_timeout)
         scratch = bigquery.Dataset(f"{target.project}.{target.dataset}")
         scratch.location = source.location
         scratch.default_table_expiration_ms = int(RESULT_TABLE_TTL.total_seconds() * 1000)
-        rest.create_dataset(scratch, exists_ok=True, retry=clients.retry)
+        rest.create_dataset(scratch, exists_ok=True, retry=clients.retry,
+                            timeout=clients.call_timeout)
         config = bigquery.QueryJobConfig(query_parameters=query_parameters(spec))
         table = source_table(settings.bq_project, spec)
-        job = rest.query(
-            materialize_sql(spec, table, target), job_config=config,
-            retry=clients.retry, job_retry=clients.job_retry,
-        )
-        job.result(retry=clients.retry)
+        _run_query(clients, materialize_sql(spec, table, target), config, what)
     found = find_result(clients, target)
     if found is None:
         raise SourceUnavailableError(f"result table {target.table_id} vanished after its query")
@@ -117,7 +142,8 @@ def find_result(clients: BigQueryClients, ref: TableRef) -> ResultTable | None:
     """The result table of an earlier attempt, or None if there is none (any more)."""
     with bigquery_errors(f"look up result table {ref.table_id}"):
         try:
-            table = clients.rest.get_table(ref.table_id, retry=clients.retry)
+            table = clients.rest.get_table(ref.table_id, retry=clients.retry,
+                                           timeout=clients.call_timeout)
         except NotFound:
             return None
     return ResultTable(ref, int(table.num_rows or 0), list(table.schema))
@@ -125,7 +151,8 @@ def find_result(clients: BigQueryClients, ref: TableRef) -> ResultTable | None:
 
 def drop_result(clients: BigQueryClients, ref: TableRef) -> None:
     with bigquery_errors(f"drop result table {ref.table_id}"):
-        clients.rest.delete_table(ref.table_id, not_found_ok=True, retry=clients.retry)
+        clients.rest.delete_table(ref.table_id, not_found_ok=True, retry=clients.retry,
+                                  timeout=clients.call_timeout)
 
 
 def read_chunks(
@@ -149,14 +176,25 @@ def read_chunks(
 def _stream_chunks(
     storage: Any, clients: BigQueryClients, result: ResultTable, size: int
 ) -> Iterator[pa.Table]:
+    index = 0  # of the chunk being read
+
+    def stage() -> str:
+        return f"reading chunk {index} of {result.ref.table_id}"
+
     with bigquery_errors(f"read {result.ref.table_id}"):
         session = _session(storage, clients, result)
+        # No timeout: gRPC's is a deadline for the whole stream. The idle deadline bounds each
+        # wait for a message instead (and ends the reconnect loop of a stream whose server is
+        # gone); closing the generator cancels the stream.
         stream = storage.read_rows(session.streams[0].name, retry=clients.retry)
+        responses = with_idle_deadline(stream, clients.call_timeout, stage)
         try:
-            for table in rechunk(record_batches(session_schema(session), stream), size):
+            for table in rechunk(record_batches(session_schema(session), responses), size):
                 yield _plain(table)
+                index += 1
         finally:
-            stream.cancel()
+            responses.close()
+            stream.cancel()  # also if `responses` never started
 
 
 def _rest_chunks(
@@ -167,7 +205,7 @@ def _rest_chunks(
         with bigquery_errors(f"read rows {position}..{position + count} of {result.ref.table_id}"):
             rows = clients.rest.list_rows(
                 result.ref.table_id, selected_fields=result.schema, start_index=position,
-                max_results=count, retry=clients.retry,
+                max_results=count, retry=clients.retry, timeout=clients.call_timeout,
             )
             table = rows.to_arrow(create_bqstorage_client=False, progress_bar_type=None)
         if table.num_rows != count:  # the next chunk would start at the wrong row
@@ -194,6 +232,7 @@ def _session(storage: Any, clients: BigQueryClients, result: ResultTable) -> Any
         ),
         max_stream_count=1,
         retry=clients.retry,
+        timeout=clients.call_timeout,
     )
     if not session.streams:
         raise SourceUnavailableError(f"{result.ref.table_id}: no read stream")

@@ -69,8 +69,11 @@ def count_sql(spec: SyncSpec, table: TableRef) -> str:
 
 
 def materialize_sql(spec: SyncSpec, table: TableRef, target: TableRef) -> str:
-    """Write the sync's rows to `target`, a table of the sync's own that a resumed job reads."""
-    return f"CREATE TABLE {target.quoted} AS\n{select_sql(spec, table)}"
+    """Write the sync's rows to `target`, a table of the sync's own that a resumed job reads.
+
+    OR REPLACE: an attempt killed after the query but before its checkpoint left the table
+    behind, and a plain CREATE TABLE then fails with 409 on every later attempt."""
+    return f"CREATE OR REPLACE TABLE {target.quoted} AS\n{select_sql(spec, table)}"
 
 
 def query_parameters(spec: SyncSpec) -> list[bigquery.ScalarQueryParameter]:
