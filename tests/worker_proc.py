@@ -21,7 +21,9 @@ class WorkerProcess:
         self.port = free_port()
         settings_env = {"REDIS_URL": redis_url, "PORT": str(self.port), "LOG_LEVEL": "INFO"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker_service", *env.pop("ARGS", "").split()],
+            # MODULE: another entry point that serves a different registry (tests/*_worker.py).
+            [sys.executable, "-m", env.pop("MODULE", "worker_service"),
+             *env.pop("ARGS", "").split()],
             env=child_env(**settings_env, **env),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
