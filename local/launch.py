@@ -195,7 +195,8 @@ class WorkerProcess:
         self.port = free_port()
         self.log = log
         settings_env = {"REDIS_URL": redis_url, "PORT": str(self.port), "LOG_LEVEL": "INFO"}
-        self.process = spawn([sys.executable, "-m", "worker_service",
+        # MODULE: another entry point that serves a different registry (tests/*_worker.py).
+        self.process = spawn([sys.executable, "-m", env.pop("MODULE", "worker_service"),
                               *env.pop("ARGS", "").split()],
                              child_env(**settings_env, **env), subprocess.PIPE)
         self.events: list[dict[str, Any]] = []

@@ -14,7 +14,7 @@ from heavylift.datasets import job as dataset_job
 from heavylift.documents import job as document_job
 from heavylift.logs import configure_logging
 from heavylift.queue import QueueName
-from heavylift.runtime.context import registry_of
+from heavylift.runtime.context import Registry, registry_of
 from heavylift.runtime.runner import WorkerRuntime
 from heavylift.settings import SettingsError, load_settings
 
@@ -23,15 +23,15 @@ REGISTRY = registry_of([*diagnostics.KINDS, document_job.KIND, dataset_job.KIND]
 app = typer.Typer(add_completion=False)
 
 
-def serve(queues: list[QueueName] | None = None) -> None:
+def serve(queues: list[QueueName] | None = None, registry: Registry = REGISTRY) -> None:
     try:
         settings = load_settings()
     except SettingsError as error:
         print(f"heavylift-worker: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
-    registry = {q: p for q, p in REGISTRY.items() if not queues or q in queues}
-    raise SystemExit(asyncio.run(WorkerRuntime(settings, registry).run()))
+    served = {q: p for q, p in registry.items() if not queues or q in queues}
+    raise SystemExit(asyncio.run(WorkerRuntime(settings, served).run()))
 
 
 @app.command()

@@ -1,5 +1,5 @@
 """Jobs of the `diagnostics` queue: health checks, tests and benchmarks exercise the runtime
-with them (noop, sleep in the loop, a CPU burn off the loop, a failure)."""
+with them (noop, sleep in the loop, a CPU burn off the loop, a failure, a hung call)."""
 
 from __future__ import annotations
 
@@ -62,5 +62,14 @@ async def flaky(ctx: JobContext) -> dict[str, Any]:
     return {"ok": True, "starts": started}
 
 
+async def hang(ctx: JobContext) -> dict[str, Any]:
+    """A blocking call that does not return for `seconds` (default 600) and reports nothing, like
+    a hung BigQuery read: exercises the SIGTERM deadline and the job watchdog."""
+    seconds = float(ctx.data.get("seconds", 600.0))
+    ctx.set_stage("hanging")
+    await asyncio.to_thread(time.sleep, seconds)
+    return {"hung": seconds}
+
+
 KINDS = [JobKind(QueueName.DIAGNOSTICS, name, f"heavylift.diagnostics:{name}")
-         for name in ("noop", "sleep", "cpu", "fail", "flaky")]
+         for name in ("noop", "sleep", "cpu", "fail", "flaky", "hang")]

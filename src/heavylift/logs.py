@@ -133,3 +133,9 @@ def configure_logging(level: str = "INFO", stream: TextIO = sys.stdout) -> None:
     root.setLevel(level)
     # bullmq warns through `warnings`; route those into the same JSON stream.
     logging.captureWarnings(True)
+
+
+def flush_logs() -> None:
+    """Write every queued line now; for a process about to `os._exit` (no atexit runs)."""
+    if _handler is not None:
+        _handler.close()

@@ -24,7 +24,8 @@ class QueueCounts(BaseModel):
 
 
 class JobView(BaseModel):
-    """The seed's job shape; `failedReason` and `attemptsMade` appear only when they apply."""
+    """The seed's job shape; `failedReason`, `attemptsMade` and `stalls` appear only when they
+    apply (`stalls`: times the job's worker died or lost its lock, which uses no attempt)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -37,11 +38,12 @@ class JobView(BaseModel):
     finishedAt: int | None = None
     failedReason: str | None = None
     attemptsMade: int | None = None
+    stalls: int | None = None
 
     @model_serializer(mode="wrap")
     def _drop_absent_extras(self, handler: Any) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        for optional in ("failedReason", "attemptsMade"):
+        for optional in ("failedReason", "attemptsMade", "stalls"):
             if data.get(optional) is None:
                 data.pop(optional, None)
         return data

@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     queue_prefix: str = Field(
         "bull", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="BullMQ key prefix (Bull's default)."
     )
-    job_concurrency: int = Field(2, ge=1, le=256, description="Jobs one worker runs at once.")
+    job_concurrency: int = Field(
+        2, ge=1, le=256, description="Jobs one worker process runs at once, across all its queues."
+    )
     job_attempts: int = Field(3, ge=1, le=25, description="Tries per job before it fails.")
     backoff_base_ms: PositiveMs = Field(
         1000, description="Exponential backoff base: retry n waits base * 2^(n-1)."
@@ -274,6 +276,23 @@ class Settings(BaseSettings):
     bq_query_timeout_s: float = Field(
         1800.0, gt=0, le=6 * 3600, description="Longest wait for a sync's query job to finish"
         " (each status poll has the BQ_CALL_TIMEOUT_S deadline).",
+    )
+
+    # --- Worker: stalls, job watchdog and process-wide concurrency (issue 12) ---
+    # A stall (a worker died or lost its lock mid-job) is not a failure: bullmq re-queues the job
+    # without using an attempt. MAX_STALLS only stops a job that keeps killing its workers.
+    max_stalls: int = Field(
+        10, ge=1, le=1000,
+        description="Times a job may be orphaned (worker killed, lock lost) before bullmq fails"
+        " it ('job stalled more than allowable limit'); stalls never use attempts.",
+    )
+    job_stall_timeout_s: float = Field(
+        900.0, gt=0, le=86_400,
+        description="Fail an attempt (it retries) when a job reports no progress for this long.",
+    )
+    queue_concurrency: int | None = Field(
+        None, ge=1, le=256,
+        description="Optional cap on one queue's jobs running at once (within JOB_CONCURRENCY).",
     )
 
 

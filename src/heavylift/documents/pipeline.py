@@ -156,6 +156,7 @@ class _Run:
             self._log_stage(name, reused=True)
             self._progress(name, 1.0)
             return done
+        self.ctx.set_stage(name)  # named by the job watchdog if the stage goes silent
         started = time.monotonic()
         result = await run()
         timing = _timing(started)

@@ -41,6 +41,9 @@ def _view_fields(job: Any, state: JobState) -> dict[str, Any]:
         "finishedAt": _ms(job.finishedOn),
         "failedReason": job.failedReason if failed else None,
         "attemptsMade": int(job.attemptsMade) if failed or job.attemptsMade else None,
+        # bullmq's `stc`: times the job was orphaned (its worker died or lost the lock) and
+        # re-queued. Stalls are not attempts; shown only when there were any.
+        "stalls": int(job.stalledCounter) or None,
     }
 
 

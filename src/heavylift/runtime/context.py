@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -63,6 +64,12 @@ class JobContext:
         self.resources = resources
         self.handed_back = False
         self.task: asyncio.Future[Any] | None = None
+        self.started_at: float | None = None  # monotonic; None while it waits for a slot
+        # What the processor last said it was doing, and when it last said anything: the job
+        # watchdog fails an attempt that stays silent too long, naming the stage it was in.
+        self.stage: str | None = None
+        self.last_activity = time.monotonic()
+        self.stuck: str | None = None  # set by the watchdog before it cancels the job
         self._shown = float(job.progress) if isinstance(job.progress, int | float) else 0.0
         self._wanted = self._shown
         self._writer: asyncio.Task[None] | None = None
@@ -97,13 +104,20 @@ class JobContext:
         return self._wanted
 
     def set_progress(self, percent: float) -> None:
-        """Progress never goes backwards; writes are coalesced to whole percents."""
+        """Progress never goes backwards; writes are coalesced to whole percents. Every call
+        counts as a sign of life for the job watchdog, even one that does not move the bar."""
+        self.last_activity = time.monotonic()
         percent = min(100.0, round(percent, 1))
         if percent <= self._wanted:
             return
         self._wanted = percent
         if self._writer is None or self._writer.done():
             self._writer = asyncio.ensure_future(self._write_progress())
+
+    def set_stage(self, name: str) -> None:
+        """Name the step the job is in (shown if the watchdog fails it); also a sign of life."""
+        self.stage = name
+        self.last_activity = time.monotonic()
 
     async def _write_progress(self) -> None:
         """Best effort: a lost progress write must never fail a job that did its work."""

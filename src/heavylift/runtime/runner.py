@@ -3,8 +3,19 @@ Redis outage handling and the /healthz server.
 
 Shutdown (SIGTERM/SIGINT): stop taking jobs, give active ones `SHUTDOWN_GRACE_S` to finish, then
 hand the rest back (moved to delayed with no attempt counted, so any worker picks them up at once)
-and exit 0. A SIGKILLed worker's jobs come back through BullMQ's stalled check after at most
-LOCK_DURATION_MS + STALLED_INTERVAL_MS.
+and exit 0, all within SHUTDOWN_GRACE_S + 1 s even when a job hangs (see runtime.deadline).
+
+A SIGKILLed worker's jobs come back through BullMQ's stalled check (see README, "recovery"); that
+is a stall, not a failure: no attempt is used, bullmq counts it on the job (`stc`, shown as
+`stalls`) and fails the job only after MAX_STALLS of them.
+
+JOB_CONCURRENCY bounds the jobs running in this process across all its queues: each queue's
+bullmq Worker may take up to that many (QUEUE_CONCURRENCY caps one queue lower), and a shared
+semaphore lets only JOB_CONCURRENCY of them run. A job waiting for a slot is already taken (active
+in Redis) and bullmq keeps renewing its lock, so it cannot stall; the cost is that other worker
+processes cannot take it meanwhile (a process holds at most queues x per-queue concurrency jobs).
+Gating bullmq's fetch loop instead would need its internals; a taken job that finds the worker
+stopping is handed back at once.
 """
 
 from __future__ import annotations
@@ -26,8 +37,10 @@ from heavylift.queue import QueueName, Queues, bull_options
 from heavylift.resources import Resources
 from heavylift.runtime import metrics
 from heavylift.runtime.context import JobContext, Registry
+from heavylift.runtime.deadline import ShutdownDeadline, own_default_executor
 from heavylift.runtime.health import Health, HealthServer
 from heavylift.runtime.offload import CpuPool
+from heavylift.runtime.watchdog import JobStuckError, watch_progress
 from heavylift.settings import Settings
 
 log = logging.getLogger("heavylift.worker")
@@ -100,7 +113,9 @@ class WorkerRuntime:
         self.redis = RedisWatch(settings)
         self.queues = Queues(settings)  # counts for /metrics
         self.workers: list[Worker] = []
-        self.active: dict[str, JobContext] = {}
+        self.active: dict[str, JobContext] = {}  # taken jobs, running or waiting for a slot
+        self.slots = asyncio.Semaphore(settings.job_concurrency)  # shared by every queue
+        self.deadline = ShutdownDeadline(settings.shutdown_grace_s)
         self.stopping = asyncio.Event()
         self.exit_code = EXIT_OK
         self.health = HealthServer(settings.port, self.health_status, self._refresh_metrics)
@@ -111,7 +126,7 @@ class WorkerRuntime:
             status="stopping" if self.stopping.is_set() else "ok",
             redis="down" if self.redis.down_since is not None else "ok",
             queues=[str(queue) for queue in self.registry],
-            activeJobs=len(self.active),
+            activeJobs=sum(1 for ctx in self.active.values() if ctx.started_at is not None),
         )
 
     async def _refresh_metrics(self) -> None:
@@ -124,45 +139,77 @@ class WorkerRuntime:
 
         async def process(job: Any, token: str) -> Any:
             ctx = JobContext(job, token, queue, self.cpu, self.resources)
-            processor = processors.get(ctx.name)
-            if processor is None:
-                raise UnrecoverableError(f"no processor for job name {ctx.name!r} on {queue}")
-            key = f"{queue}:{ctx.id}:{token}"
-            self.active[key] = ctx
-            started = time.monotonic()
             fields = {"queue": str(queue), "jobId": ctx.id, "jobName": ctx.name,
                       "attempt": ctx.attempt}
-            log_event(log, "job started", event="started", **fields)
+            processor = processors.get(ctx.name)
+            if processor is None:
+                error = UnrecoverableError(f"no processor for job name {ctx.name!r} on {queue}")
+                self._log_failure(job, error, fields, 0.0)
+                raise error
+            key = f"{queue}:{ctx.id}:{token}"
+            self.active[key] = ctx
             ctx.task = asyncio.current_task()  # cancelled by a shutdown hand-back
-            active = metrics.ACTIVE_JOBS.labels(str(queue))
-            active.inc()
             try:
-                result = await processor(ctx)
-                await ctx.flush_progress()
+                async with self.slots:
+                    return await self._run(processor, ctx, fields)
             except asyncio.CancelledError:
-                if ctx.handed_back:
-                    log.info("job handed back", extra={"event": "handed_back", **fields})
+                if ctx.handed_back:  # still waiting for a slot when it was handed back
                     raise DelayedError() from None
-                # Cancelled without a hand-back (Redis was down): fail this attempt so it retries.
-                raise RuntimeError("job interrupted by worker shutdown") from None
-            except Exception as error:
-                if ctx.handed_back:  # its CPU work was stopped by the hand-back
-                    raise DelayedError() from None
-                self._log_failure(job, error, fields, time.monotonic() - started)
                 raise
             finally:
                 self.active.pop(key, None)
-                active.dec()
-                metrics.JOB_SECONDS.labels(str(queue)).observe(time.monotonic() - started)
-            metrics.JOBS_COMPLETED.labels(str(queue)).inc()
-            log_event(log, "job completed", event="completed",
-                      duration=round(time.monotonic() - started, 3), **fields)
-            return result
 
         return process
 
+    async def _run(self, processor: Any, ctx: JobContext, fields: dict[str, Any]) -> Any:
+        """One attempt of a job that holds a slot: logs, metrics, the watchdog."""
+        if self.stopping.is_set():  # taken while we were stopping: give it straight back
+            await self._hand_back(ctx)
+            raise DelayedError()
+        ctx.started_at = started = time.monotonic()
+        ctx.last_activity = started
+        log_event(log, "job started", event="started", **fields)
+        active = metrics.ACTIVE_JOBS.labels(str(ctx.queue))
+        active.inc()
+        watchdog = asyncio.ensure_future(
+            watch_progress(ctx, self.settings.job_stall_timeout_s))
+        try:
+            result = await self._call(processor, ctx)
+        except DelayedError:
+            log.info("job handed back", extra={"event": "handed_back", **fields})
+            raise
+        except Exception as error:
+            if ctx.handed_back:  # its CPU work was stopped by the hand-back
+                raise DelayedError() from None
+            self._log_failure(ctx.job, error, fields, time.monotonic() - started)
+            raise
+        finally:
+            watchdog.cancel()
+            active.dec()
+            metrics.JOB_SECONDS.labels(str(ctx.queue)).observe(time.monotonic() - started)
+        metrics.JOBS_COMPLETED.labels(str(ctx.queue)).inc()
+        log_event(log, "job completed", event="completed",
+                  duration=round(time.monotonic() - started, 3), **fields)
+        return result
+
+    @staticmethod
+    async def _call(processor: Any, ctx: JobContext) -> Any:
+        """The processor's own call; a cancellation becomes what caused it."""
+        try:
+            result = await processor(ctx)
+            await ctx.flush_progress()
+            return result
+        except asyncio.CancelledError:
+            if ctx.handed_back:
+                raise DelayedError() from None
+            if ctx.stuck is not None:  # the watchdog: fail this attempt, it retries
+                raise JobStuckError(ctx.stuck) from None
+            # Cancelled without a hand-back (Redis was down): fail this attempt so it retries.
+            raise RuntimeError("job interrupted by worker shutdown") from None
+
+
     def _log_failure(
-        self, job: Any, error: Exception, fields: dict[str, Any], duration: float
+        self, job: Any, error: BaseException, fields: dict[str, Any], duration: float
     ) -> None:
         attempts = int(job.opts.get("attempts", 1))
         retry = (int(job.attemptsMade) + 1 < attempts
@@ -179,15 +226,26 @@ class WorkerRuntime:
             delay = int(backoff.get("delay", 0)) * 2 ** int(job.attemptsMade)
             log.info("job retrying", extra={"event": "retrying", "delayMs": delay, **fields})
 
+    def _on_bull_failed(self, queue: QueueName, job: Any, error: BaseException) -> None:
+        """bullmq fails a job that stalled more than MAX_STALLS times without calling our
+        processor (a deferred failure): log it, so every terminal state has a reason."""
+        if job is None or not getattr(job, "deferredFailure", None):
+            return  # our processor ran and has logged it
+        fields = {"queue": str(queue), "jobId": str(job.id), "jobName": str(job.name),
+                  "attempt": int(job.attemptsMade) + 1, "stalls": int(job.stalledCounter)}
+        self._log_failure(job, UnrecoverableError(str(error)), fields, 0.0)
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def _start_workers(self) -> None:
         opts = {
             **bull_options(self.settings),
-            "concurrency": self.settings.job_concurrency,
+            # Per queue; the shared semaphore bounds the whole process to JOB_CONCURRENCY.
+            "concurrency": min(self.settings.job_concurrency,
+                               self.settings.queue_concurrency or self.settings.job_concurrency),
             "lockDuration": self.settings.lock_duration_ms,
             "stalledInterval": self.settings.stalled_interval_ms,
-            "maxStalledCount": 1,
+            "maxStalledCount": self.settings.max_stalls,
             "drainDelay": self.settings.drain_delay_s,
             "runRetryDelay": 1000,
         }
@@ -198,6 +256,7 @@ class WorkerRuntime:
             worker.on("stalled", lambda job_id, q=str(queue): log.warning(
                 "job stalled, back to waiting", extra={"event": "stalled", "queue": q,
                                                        "jobId": str(job_id)}))
+            worker.on("failed", lambda job, error, *_, q=queue: self._on_bull_failed(q, job, error))
             self.workers.append(worker)
             # bullmq-py reads the server version (and so whether BZPOPMIN takes fractional
             # timeouts) only on demand; unread, every delay and backoff rounds up to whole seconds.
@@ -207,6 +266,7 @@ class WorkerRuntime:
     def request_stop(self, reason: str) -> None:
         if not self.stopping.is_set():
             log.info("shutdown requested", extra={"event": "shutdown", "reason": reason})
+            self.deadline.start(lambda: self.exit_code)
             self.stopping.set()
 
     async def _watch_redis(self) -> None:
@@ -226,7 +286,8 @@ class WorkerRuntime:
             _, pending = await asyncio.wait(closing, timeout=self.settings.shutdown_grace_s)
             if pending:
                 await self._hand_back_active()
-                await asyncio.wait(pending, timeout=5)
+                # Cancelled jobs end at once, even one stuck in a thread (the thread lives on).
+                await asyncio.wait(pending, timeout=self.deadline.left())
         self.cpu.kill()
 
     async def _hand_back_active(self) -> None:
@@ -237,12 +298,17 @@ class WorkerRuntime:
         contexts = list(self.active.values())
         for ctx in contexts:
             ctx.handed_back = True
-            with contextlib.suppress(Exception):  # Redis down: the stalled check recovers it
-                await ctx.job.moveToDelayed(now, ctx.token)
+            await self._hand_back(ctx, now)
         for ctx in contexts:
             if ctx.task is not None:
                 ctx.task.cancel()
         self.cpu.kill()
+
+    @staticmethod
+    async def _hand_back(ctx: JobContext, now: int | None = None) -> None:
+        ctx.handed_back = True
+        with contextlib.suppress(Exception):  # Redis down: the stalled check recovers it
+            await ctx.job.moveToDelayed(now or int(time.time() * 1000), ctx.token)
 
     async def start(self) -> bool:
         """Serve /healthz, wait for Redis (bounded), start one bullmq Worker per queue."""
@@ -270,7 +336,8 @@ class WorkerRuntime:
             self._watch.cancel()
         await self.redis.close()
         await self.queues.close()
-        await asyncio.to_thread(self.resources.close)
+        with contextlib.suppress(TimeoutError):  # a client stuck closing must not hold up exit
+            await asyncio.wait_for(asyncio.to_thread(self.resources.close), self.deadline.left())
         await self.health.stop()
         log.info("worker stopped", extra={"event": "stopped", "exitCode": self.exit_code})
         return self.exit_code
@@ -278,8 +345,12 @@ class WorkerRuntime:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT or a Redis outage longer than REDIS_MAX_OUTAGE_S."""
         loop = asyncio.get_running_loop()
+        threads = own_default_executor(loop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         if await self.start():
             await self.stopping.wait()
-        return await self.stop()
+        self.deadline.start(lambda: self.exit_code)  # a Redis outage stops without a signal
+        code = await self.stop()
+        await self.deadline.finish(threads, code)
+        return code
