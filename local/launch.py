@@ -2,8 +2,10 @@
 functions-framework, workers. One launcher for the local stack (`local/stack.py`), the tests and
 the benchmarks (the BigQuery emulator has its own module, `local/bq_emulator.py`).
 
-Every child is started with PR_SET_PDEATHSIG: it gets SIGTERM when the process that launched it
-dies, however that happens (SIGKILL included), so nothing outlives its launcher.
+Every child is started with PR_SET_PDEATHSIG: it gets SIGTERM when its launcher dies, however
+that happens (SIGKILL included), so nothing outlives it. The kernel ties the child to the
+*thread* that started it: start children from a thread that lives as long as they should (the
+main thread, normally), never from a short-lived helper thread.
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ class WorkerProcess:
         # MODULE: another entry point that serves a different registry (tests/*_worker.py).
         self.process = spawn([sys.executable, "-m", env.pop("MODULE", "worker_service"),
                               *env.pop("ARGS", "").split()],
-                             child_env(**settings_env, **env), subprocess.PIPE)
+                             child_env(**{**settings_env, **env}), subprocess.PIPE)
         self.events: list[dict[str, Any]] = []
         self.raw: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -9,8 +9,8 @@ from itertools import pairwise
 
 from heavylift.queue import BlockingQueues, Priority, QueueName
 from heavylift.settings import Settings
-from tests.jobs import DIAG, add, state
 from local.launch import WorkerProcess
+from tests.jobs import DIAG, add, state
 
 LOCK_MS, STALL_MS = 1000, 500
 FAST_LOCKS = {"LOCK_DURATION_MS": str(LOCK_MS), "STALLED_INTERVAL_MS": str(STALL_MS)}
