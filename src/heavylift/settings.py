@@ -255,6 +255,13 @@ class Settings(BaseSettings):
         auth = "***@" if parts.password else ""
         return f"{parts.scheme}://{auth}{host}{port}{parts.path}"
 
+    # --- Issue 12: findable results and storage outage tolerance ---
+    # A finished job's view outlives BullMQ's KEEP_COMPLETED / KEEP_FAILED bounds (queue.records).
+    result_ttl_s: int = Field(
+        7 * 86_400, ge=3600, le=90 * 86_400,
+        description="How long a finished job's view is kept after BullMQ removes the job.",
+    )
+
 
 def _one_line(error: ValidationError) -> str:
     field, message = first_problem(error)

@@ -139,6 +139,8 @@ class WorkerRuntime:
             try:
                 result = await processor(ctx)
                 await ctx.flush_progress()
+                # Issue 12: a durable record before BullMQ may remove the job (queue.records).
+                await self.queues.record_finished(queue, job, result=result)
             except asyncio.CancelledError:
                 if ctx.handed_back:
                     log.info("job handed back", extra={"event": "handed_back", **fields})
@@ -149,6 +151,8 @@ class WorkerRuntime:
                 if ctx.handed_back:  # its CPU work was stopped by the hand-back
                     raise DelayedError() from None
                 self._log_failure(job, error, fields, time.monotonic() - started)
+                # Issue 12: recorded only when no retry is left (queue.records).
+                await self.queues.record_finished(queue, job, error=error)
                 raise
             finally:
                 self.active.pop(key, None)
