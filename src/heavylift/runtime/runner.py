@@ -150,9 +150,9 @@ class WorkerRuntime:
             except Exception as error:
                 if ctx.handed_back:  # its CPU work was stopped by the hand-back
                     raise DelayedError() from None
-                self._log_failure(job, error, fields, time.monotonic() - started)
                 # Issue 12: recorded only when no retry is left (queue.records).
                 await self.queues.record_finished(queue, job, error=error)
+                self._log_failure(job, error, fields, time.monotonic() - started)
                 raise
             finally:
                 self.active.pop(key, None)
