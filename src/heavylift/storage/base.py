@@ -257,24 +257,14 @@ class ObjectStore(ABC):
     ) -> ObjectInfo:
         """Store a binary stream; errors raised by `fileobj` itself propagate unchanged.
 
-        Retried while storage is unavailable only when the stream can be rewound (a seekable
-        source, or the temp-file copy made for backends that need one)."""
+        Retried while storage is unavailable by rewinding the seekable source (or the temp-file
+        copy made of it). A backend that takes the stream as it comes (file://) is not retried:
+        the stream cannot be rewound, and a local disk error is not an outage."""
         name, meta = self._name(key), validate_metadata(metadata)
         if not self.needs_seekable_source:
-            if not (isinstance(fileobj, io.IOBase) and fileobj.seekable()):
-                with self._errors(key):
-                    guarded = _GuardedSource(fileobj)
-                    return self._public(self._upload(name, guarded, None, content_type, meta))
-            seekable: io.IOBase = fileobj
-            start = seekable.tell()
-
-            def put_direct() -> ObjectInfo:
-                seekable.seek(start)
-                with self._errors(key):
-                    guarded = _GuardedSource(fileobj)
-                    return self._public(self._upload(name, guarded, None, content_type, meta))
-
-            return self._retried(key, put_direct)
+            with self._errors(key):
+                guarded = _GuardedSource(fileobj)
+                return self._public(self._upload(name, guarded, None, content_type, meta))
         with _sized_source(fileobj) as (source, size):
             begin = source.tell() if isinstance(source, io.IOBase) else 0
 
