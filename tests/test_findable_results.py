@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from heavylift.queue import BlockingQueues, QueueName
+from heavylift.queue import BlockingQueues, QueueName, own_key
 from heavylift.settings import Settings
 from tests.api_server import Api, start_api
 from tests.jobs import DIAG, add
@@ -78,6 +78,11 @@ def test_results_outlive_bullmq_history(
         latest = _get(api, entries[-1]["statusUrl"])
         assert set(latest) == set(view)
         assert _get(api, f"/api/documents/{first['documentId']}")["status"] == "COMPLETED"
+        # The record, and which job serves the document, are both kept for RESULT_TTL_S (7 days).
+        ttls = [queues.run(lambda q, key=key: q.redis.ttl(key)) for key in (
+            own_key(queues.settings, "record", "documents", first["jobId"]),
+            own_key(queues.settings, "doc", first["documentId"]))]
+        assert all(6 * 86_400 < ttl <= 7 * 86_400 for ttl in ttls), ttls
 
         # A failure is recorded once no retry is left (KEEP_FAILED=0 drops the job at once).
         failed = add(queues, "fail", message="always")
