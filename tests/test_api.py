@@ -86,12 +86,18 @@ def test_seed_upload_status_and_counts(fresh: Api, sample_pdf: bytes) -> None:
     response = upload(fresh, ("large-document.pdf", sample_pdf),
                       useAI="true", generateSummary="true", generateEmbeddings="true")
     assert response.status_code == 202
-    assert response.json() == {
+    body = response.json()
+    document_id = body["jobs"][0]["documentId"]
+    assert body == {
         "success": True,
         "message": "1 documents queued for processing",
-        "jobs": [{"jobId": "1", "filename": "large-document.pdf", "size": len(sample_pdf)}],
+        "jobs": [{"jobId": "1", "filename": "large-document.pdf", "size": len(sample_pdf),
+                  "documentId": document_id,
+                  "statusUrl": "/api/documents/async-upload?jobId=1"}],
         "queueStatus": {"waiting": 1, "active": 0, "completed": 0, "failed": 0},
     }
+    assert fresh.session.get(fresh.url(f"/api/documents/{document_id}"),
+                             timeout=10).json()["jobId"] == "1"
     view = fresh.session.get(fresh.url(UPLOAD), params={"jobId": "1"}, timeout=10).json()
     assert view["id"] == "1" and view["state"] == "waiting" and view["progress"] == 0
     assert set(view) == {"id", "state", "progress", "result", "createdAt", "processedAt",
@@ -338,7 +344,8 @@ def test_storage_down_is_503(redis_server: RedisServer, tmp_path: Path, sample_p
                              redis_url: str) -> None:
     server = start_api({"REDIS_URL": redis_server.url, "STORAGE_URL": "gs://nowhere/x",
                         "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}",
-                        "STORAGE_TIMEOUT_S": "1"}, tmp_path)
+                        # One try, then the answer (the api retries storage too).
+                        "STORAGE_TIMEOUT_S": "1", "STORAGE_RETRY_S": "0"}, tmp_path)
     try:
         response = upload(server, ("a.pdf", sample_pdf))
         assert response.status_code == 503 and response.json()["code"] == "storage_unavailable"

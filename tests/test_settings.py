@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from bullmq.backoffs import Backoffs
 
+from heavylift.queue import Priority
+from heavylift.queue.client import job_options
 from heavylift.settings import Settings, SettingsError, load_settings
 
 
@@ -68,3 +72,14 @@ def test_bad_value_is_one_line_naming_the_variable(
         load_settings()
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_default_retries_outlast_a_storage_outage_of_minutes() -> None:
+    """Issue 12: each storage call waits out STORAGE_RETRY_S, then BullMQ's own backoff (as
+    bullmq computes it from our job options) grows to minutes between attempts."""
+    settings = Settings()
+    backoff = job_options(settings, Priority.REGULAR)["backoff"]
+    delays = [asyncio.run(Backoffs.calculate(backoff, made, None, None, None))
+              for made in range(1, settings.job_attempts)]
+    assert delays == [30_000, 60_000]
+    assert settings.storage_retry_s == 60 and settings.result_ttl_s == 7 * 86_400

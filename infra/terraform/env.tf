@@ -14,16 +14,18 @@ locals {
     REDIS_CA_FILE = "${local.redis_ca_dir}/ca.pem"
 
     # Queues (the product's defaults; lock/stall chosen so a killed worker's job is retaken
-    # within ~30 s).
+    # within ~30 s; backoff 30 s, 60 s so a retry outlasts a storage outage). RESULT_TTL_S keeps
+    # a finished job's view after KEEP_COMPLETED / KEEP_FAILED drop it from BullMQ.
     QUEUE_PREFIX        = var.queue_prefix
     JOB_CONCURRENCY     = tostring(var.job_concurrency)
     JOB_ATTEMPTS        = "3"
-    BACKOFF_BASE_MS     = "1000"
+    BACKOFF_BASE_MS     = "30000"
     KEEP_COMPLETED      = "1000"
     KEEP_FAILED         = "5000"
     LOCK_DURATION_MS    = "20000"
     STALLED_INTERVAL_MS = "10000"
     DRAIN_DELAY_S       = "5"
+    RESULT_TTL_S        = tostring(7 * 86400)
 
     # Worker runtime (harmless on the functions, which do not run a worker loop).
     SHUTDOWN_GRACE_S   = tostring(var.worker_shutdown_grace_s)
@@ -35,6 +37,7 @@ locals {
     # to the api function is capped by Cloud Functions itself at 32 MB whatever this says.
     STORAGE_URL       = "gs://${google_storage_bucket.data.name}"
     STORAGE_TIMEOUT_S = "5"
+    STORAGE_RETRY_S   = "60"
     MAX_UPLOAD_BYTES  = tostring(var.max_upload_bytes)
 
     # HTTP API. AUTH_DISABLED is a local-only switch: always off here.

@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     )
     job_attempts: int = Field(3, ge=1, le=25, description="Tries per job before it fails.")
     backoff_base_ms: PositiveMs = Field(
-        1000, description="Exponential backoff base: retry n waits base * 2^(n-1)."
+        30_000, le=3_600_000,
+        description="Exponential backoff base: retry n waits base * 2^(n-1) (30 s, 60 s, ...).",
     )
     keep_completed: int = Field(1000, ge=0, description="removeOnComplete count bound.")
     keep_failed: int = Field(5000, ge=0, description="removeOnFail count bound.")
@@ -96,7 +97,8 @@ class Settings(BaseSettings):
 
     # --- Storage backends ---
     storage_timeout_s: float = Field(
-        5.0, gt=0, le=60, description="Connect/read timeout and retry budget per storage call."
+        5.0, gt=0, le=60,
+        description="Connect/read timeout and backend retry budget of one try of a storage call.",
     )
     upload_signing_secret: SecretStr | None = Field(
         None, description="HMAC key for file:// signed upload URLs (required to hand them out)."
@@ -293,6 +295,19 @@ class Settings(BaseSettings):
     queue_concurrency: int | None = Field(
         None, ge=1, le=256,
         description="Optional cap on one queue's jobs running at once (within JOB_CONCURRENCY).",
+    )
+
+    # --- Issue 12: findable results and storage outage tolerance ---
+    # A finished job's view outlives BullMQ's KEEP_COMPLETED / KEEP_FAILED bounds (queue.records).
+    result_ttl_s: int = Field(
+        7 * 86_400, ge=3600, le=90 * 86_400,
+        description="How long a finished job's view is kept after BullMQ removes the job.",
+    )
+    # Each storage call retries StorageUnavailableError with capped, jittered exponential waits
+    # for this long, so an outage shorter than it costs a job no attempt at all.
+    storage_retry_s: float = Field(
+        60.0, ge=0, le=900,
+        description="Retry budget of one storage call while storage is unavailable (0: none).",
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 from flask import Request, Response
 from pydantic import BaseModel, Field
@@ -100,7 +101,14 @@ def _with_filename(error: Exception, filename: str) -> dict[str, Any]:
 
 
 def _job_entry(item: AcceptedUpload) -> dict[str, Any]:
-    entry: dict[str, Any] = {"jobId": item.jobId, "filename": item.filename, "size": item.size}
+    """The seed's fields, plus where to find the result: `statusUrl` (the job view, kept for
+    RESULT_TTL_S after BullMQ removes the job) and `documentId` (GET /api/documents/<id>: the
+    stored manifest, for as long as storage keeps it). The URL is relative to the API's base."""
+    entry: dict[str, Any] = {
+        "jobId": item.jobId, "filename": item.filename, "size": item.size,
+        "documentId": item.documentId,
+        "statusUrl": f"/api/documents/async-upload?{urlencode({'jobId': item.jobId})}",
+    }
     if item.duplicate:
         entry["duplicate"] = True
     return entry

@@ -124,5 +124,7 @@ class Intake:
         self, data: DocumentJobData, priority: Priority | None = None, job_id: str | None = None
     ) -> str:
         """Queue the job for a stored upload (see `documents.job.enqueue`)."""
-        ttl = self.settings.idempotency_ttl_s
+        # Which job serves the document is remembered as long as that job's record (RESULT_TTL_S),
+        # so GET /api/documents/<documentId> can still answer with the job once BullMQ dropped it.
+        ttl = max(self.settings.idempotency_ttl_s, self.settings.result_ttl_s)
         return self.queues.run(lambda q: job.enqueue(q, data, ttl, priority, job_id))

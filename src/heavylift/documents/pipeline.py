@@ -319,6 +319,8 @@ class _Run:
         attempts = int((self.ctx.job.opts or {}).get("attempts", 1))
         if reason is not None or self.ctx.attempt >= attempts:
             failure = ManifestError(type=type(error).__name__, message=reason or str(error))
+            # The store retries this write for STORAGE_RETRY_S: a job that failed because storage
+            # was away still leaves its FAILED manifest once storage is back.
             try:
                 await asyncio.to_thread(self.files.write_manifest, self._manifest(failure))
             except StorageError as storage_error:

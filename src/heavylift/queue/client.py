@@ -12,6 +12,7 @@ from bullmq import Queue
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from heavylift.queue import records
 from heavylift.queue.names import Priority, QueueName
 from heavylift.queue.views import job_detail, job_view, user_state
 from heavylift.schemas import JobDetail, JobPage, JobState, JobView, QueueCounts
@@ -149,12 +150,48 @@ class Queues:
         return job, state
 
     async def view(self, name: QueueName, job_id: str) -> JobView:
-        job, state = await self._job_and_state(name, job_id)
+        try:
+            job, state = await self._job_and_state(name, job_id)
+        except JobNotFoundError:
+            return records.as_view(await self._record(name, job_id))
         return job_view(job, state)
 
     async def detail(self, name: QueueName, job_id: str) -> JobDetail:
-        job, state = await self._job_and_state(name, job_id)
+        try:
+            job, state = await self._job_and_state(name, job_id)
+        except JobNotFoundError:
+            return await self._record(name, job_id)
         return job_detail(job, state, str(name))
+
+    # --- durable records of finished jobs (queue.records) ---------------------------------------
+
+    def _record_key(self, name: QueueName, job_id: str) -> str:
+        return own_key(self.settings, "record", str(name), job_id)
+
+    async def _record(self, name: QueueName, job_id: str) -> JobDetail:
+        """A job BullMQ no longer knows, from its record; JobNotFoundError when there is none."""
+        record = await records.load(self.redis, self._record_key(name, job_id))
+        if record is None:
+            raise JobNotFoundError(f"job {job_id} not found in queue {name}")
+        return record
+
+    async def record_finished(
+        self, name: QueueName, job: Any, result: Any = None, error: BaseException | None = None
+    ) -> None:
+        """Called by the processor as a job completes (`result`) or fails (`error`): keep its view
+        for RESULT_TTL_S. A failure BullMQ will retry is not terminal and is not recorded."""
+        if error is not None and records.will_retry(job, error):
+            return
+        record = records.finished_record(job, str(name), result, error)
+        try:
+            await records.save(self.redis, self._record_key(name, record.id), record,
+                               self.settings.result_ttl_s)
+        except REDIS_DOWN_ERRORS as down:
+            # Redis is down, so BullMQ cannot store the outcome either; the job itself is not
+            # failed for it (the stalled check hands it back, and the next run records it).
+            log.warning("job record not written", extra={
+                "event": "record_failed", "queue": str(name), "jobId": record.id,
+                "reason": str(down)})
 
     async def page(
         self, name: QueueName, state: JobState, page: int = 1, page_size: int = 20

@@ -175,12 +175,16 @@ class WorkerRuntime:
             watch_progress(ctx, self.settings.job_stall_timeout_s))
         try:
             result = await self._call(processor, ctx)
+            # A durable record before BullMQ may remove the job (queue.records).
+            await self.queues.record_finished(ctx.queue, ctx.job, result=result)
         except DelayedError:
             log.info("job handed back", extra={"event": "handed_back", **fields})
             raise
         except Exception as error:
             if ctx.handed_back:  # its CPU work was stopped by the hand-back
                 raise DelayedError() from None
+            # Recorded only when no retry is left (queue.records).
+            await self.queues.record_finished(ctx.queue, ctx.job, error=error)
             self._log_failure(ctx.job, error, fields, time.monotonic() - started)
             raise
         finally:

@@ -7,7 +7,8 @@
 A prefix in the URL is prepended to every key. Keys are relative `/`-separated names, checked
 once in `base`. Every call streams through files or temp files, never a whole object in memory,
 and maps backend failures to `ObjectNotFoundError`, `StorageUnavailableError` (unreachable,
-timeouts, 5xx: surfaces within about STORAGE_TIMEOUT_S) or `StorageError`.
+timeouts, 5xx: retried for STORAGE_RETRY_S, each try bounded by about STORAGE_TIMEOUT_S, then
+raised) or `StorageError`.
 """
 
 from __future__ import annotations

@@ -3,24 +3,36 @@
 Public methods validate keys and metadata, apply the URL's key prefix and map backend exceptions
 here, once; a backend implements the underscore methods on full object names and says which of
 its exceptions mean "not found" or "unavailable" in `_map_error`.
+
+Every public call retries `StorageUnavailableError` for up to STORAGE_RETRY_S (capped exponential
+waits with full jitter), so a storage outage shorter than that is a pause, not a failed job.
+A backend's own retries (google-cloud-storage's, botocore's) stay within STORAGE_TIMEOUT_S per try.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import shutil
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, ClassVar, Literal, Protocol
+from typing import BinaryIO, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_before_delay,
+    wait_random_exponential,
+)
 
 from heavylift.settings import Settings
 
@@ -29,6 +41,13 @@ MAX_KEY_LENGTH = 1024
 MAX_SIGNED_EXPIRY_S = 7 * 24 * 3600
 COPY_CHUNK = 1024 * 1024
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+# Waits between tries while storage is unavailable: 0.5 s doubling, capped at 10 s so a recovered
+# backend is noticed soon, with full jitter so workers that lost storage together do not all
+# come back in the same instant.
+_RETRY_WAIT = wait_random_exponential(multiplier=0.5, max=10)
+
+log = logging.getLogger("heavylift.storage")
+T = TypeVar("T")
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Metadata travels as HTTP headers (x-goog-meta-*, x-amz-meta-*), which are case-insensitive and
@@ -221,9 +240,13 @@ class ObjectStore(ABC):
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         name, meta = self._name(key), validate_metadata(metadata)
-        with open(path, "rb") as source, self._errors(key):
-            size = os.fstat(source.fileno()).st_size
-            return self._public(self._upload(name, source, size, content_type, meta))
+
+        def put() -> ObjectInfo:
+            with open(path, "rb") as source, self._errors(key):
+                size = os.fstat(source.fileno()).st_size
+                return self._public(self._upload(name, source, size, content_type, meta))
+
+        return self._retried(key, put)
 
     def put_stream(
         self,
@@ -232,14 +255,26 @@ class ObjectStore(ABC):
         content_type: str = DEFAULT_CONTENT_TYPE,
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
-        """Store a binary stream; errors raised by `fileobj` itself propagate unchanged."""
+        """Store a binary stream; errors raised by `fileobj` itself propagate unchanged.
+
+        Retried while storage is unavailable by rewinding the seekable source (or the temp-file
+        copy made of it). A backend that takes the stream as it comes (file://) is not retried:
+        the stream cannot be rewound, and a local disk error is not an outage."""
         name, meta = self._name(key), validate_metadata(metadata)
         if not self.needs_seekable_source:
             with self._errors(key):
                 guarded = _GuardedSource(fileobj)
                 return self._public(self._upload(name, guarded, None, content_type, meta))
-        with _sized_source(fileobj) as (source, size), self._errors(key):
-            return self._public(self._upload(name, source, size, content_type, meta))
+        with _sized_source(fileobj) as (source, size):
+            begin = source.tell() if isinstance(source, io.IOBase) else 0
+
+            def put_sized() -> ObjectInfo:
+                if isinstance(source, io.IOBase):
+                    source.seek(begin)
+                with self._errors(key):
+                    return self._public(self._upload(name, source, size, content_type, meta))
+
+            return self._retried(key, put_sized)
 
     def put_bytes(
         self,
@@ -249,27 +284,50 @@ class ObjectStore(ABC):
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         name, meta = self._name(key), validate_metadata(metadata)
-        with self._errors(key):
-            return self._public(self._upload(name, io.BytesIO(data), len(data), content_type, meta))
+
+        def put() -> ObjectInfo:
+            with self._errors(key):
+                return self._public(
+                    self._upload(name, io.BytesIO(data), len(data), content_type, meta))
+
+        return self._retried(key, put)
 
     @contextmanager
     def open_read(self, key: str) -> Iterator[ReadableStream]:
-        """Stream an object; raises ObjectNotFoundError on entry if it does not exist."""
+        """Stream an object; raises ObjectNotFoundError on entry if it does not exist.
+
+        Opening is retried while storage is unavailable; a failure mid-stream is not (the
+        caller has consumed part of it): use download_to for a copy that retries whole."""
         name = self._name(key)
-        with self._errors(key), self._open_read(name) as stream:
-            yield stream
+        with self._errors(key), ExitStack() as stack:
+
+            def open_stream() -> ReadableStream:
+                with self._errors(key):
+                    return stack.enter_context(self._open_read(name))
+
+            yield self._retried(key, open_stream)
 
     def download_to(self, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
         """Stream an object into `path` (replaced atomically; no partial file on failure)."""
-        info = self.info(key)
-        with self.open_read(key) as stream, atomic_file(Path(path)) as out:
-            shutil.copyfileobj(stream, out, COPY_CHUNK)
-        return info
+        name = self._name(key)
+
+        def download() -> ObjectInfo:
+            with self._errors(key):
+                info = self._public(self._info(name))
+                with self._open_read(name) as stream, atomic_file(Path(path)) as out:
+                    shutil.copyfileobj(stream, out, COPY_CHUNK)
+            return info
+
+        return self._retried(key, download)
 
     def info(self, key: str) -> ObjectInfo:
         name = self._name(key)
-        with self._errors(key):
-            return self._public(self._info(name))
+
+        def read_info() -> ObjectInfo:
+            with self._errors(key):
+                return self._public(self._info(name))
+
+        return self._retried(key, read_info)
 
     def exists(self, key: str) -> bool:
         try:
@@ -281,17 +339,41 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Remove an object; a missing one is not an error."""
         name = self._name(key)
-        with self._errors(key):
-            self._delete(name)
+
+        def delete() -> None:
+            with self._errors(key):
+                self._delete(name)
+
+        self._retried(key, delete)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Objects whose key starts with `prefix` (a plain string prefix), in key order."""
+        """Objects whose key starts with `prefix` (a plain string prefix), in key order.
+
+        Each step is retried while storage is unavailable: the listing starts over and skips
+        the keys already given (backends list in key order)."""
         name_prefix = self._prefix + validate_prefix(prefix)
 
         def listing() -> Iterator[ObjectInfo]:
-            with self._errors(prefix):
-                for info in self._list(name_prefix):
-                    yield self._public(info)
+            source: Iterator[ObjectInfo] | None = None
+            last: str | None = None
+
+            def following() -> ObjectInfo | None:
+                nonlocal source
+                try:
+                    with self._errors(prefix):
+                        if source is None:
+                            source = iter(self._list(name_prefix))
+                        for info in source:
+                            if last is None or info.key > last:
+                                return info
+                        return None
+                except BaseException:
+                    source = None  # a broken listing cannot go on: the next try starts over
+                    raise
+
+            while (info := self._retried(prefix, following)) is not None:
+                last = info.key
+                yield self._public(info)
 
         return listing()
 
@@ -310,14 +392,40 @@ class ObjectStore(ABC):
         if size < 0:
             raise ValueError("size must be >= 0")
         expires_at = int(time.time()) + expires_s
-        with self._errors(key):
-            url, headers = self._sign_upload(name, content_type, size, meta, expires_at)
+
+        def sign() -> tuple[str, dict[str, str]]:
+            with self._errors(key):
+                return self._sign_upload(name, content_type, size, meta, expires_at)
+
+        url, headers = self._retried(key, sign)
         return SignedUpload(url=url, headers=headers, expiresAt=iso_utc(expires_at))
 
     # ---- shared plumbing ----
 
     def _name(self, key: str) -> str:
         return self._prefix + validate_key(key)
+
+    def _retried(self, key: str, call: Callable[[], T]) -> T:
+        """`call()`, tried again on StorageUnavailableError while a next try would still start
+        within STORAGE_RETRY_S (so a call gives up within the budget plus one try); then the last
+        error is raised."""
+
+        def log_retry(state: RetryCallState) -> None:
+            outcome = state.outcome
+            log.warning("storage unavailable, retrying", extra={
+                "event": "storage_retry", "storage": self.url, "key": key,
+                "attempt": state.attempt_number,
+                "reason": str(outcome.exception()) if outcome is not None else None,
+                "waitS": round(state.upcoming_sleep, 2)})
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(StorageUnavailableError),
+            stop=stop_before_delay(self.settings.storage_retry_s),
+            wait=_RETRY_WAIT,
+            before_sleep=log_retry,
+            reraise=True,
+        )
+        return retrying(call)
 
     def _public(self, info: ObjectInfo) -> ObjectInfo:
         return info.model_copy(update={"key": info.key.removeprefix(self._prefix)})
