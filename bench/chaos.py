@@ -11,11 +11,15 @@ emulator with generated rows, the `api` function, two workers (default settings)
    of the two workers gets `kill -9` at random moments (`--kills` times) and is replaced at once.
    Each killed job's recovery time is the time from the kill to its next start on any worker;
 3. Redis restart: 20 small uploads/s for 15 s, Redis stopped for 3 s in the middle (AOF on):
-   every 202 must complete, every refusal must be a 503.
+   every 202 must complete, every refusal must be a 503;
+4. faults, on a second api + worker whose storage is fake-gcs-server (gs://) and whose BigQuery
+   Storage Read API are reached through relays (tests/faults.py): a 30 s storage outage while
+   documents run (nothing listens), and a hung read (the relay freezes mid-sync: connections
+   open, no bytes) that must cost time, not the job.
 
 It prints one table: accepted / completed / failed / stuck, outputs identical to the reference,
-recovery p50 / max beside the documented bound (LOCK_DURATION_MS + STALLED_INTERVAL_MS + the
-drain delay).
+recovery p50 / max beside the documented bound (LOCK_DURATION_MS + STALLED_INTERVAL_MS, with a
+free slot on another worker).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import requests
 
 from heavylift.settings import Settings
 from local import bq_emulator, sample_data
-from local.launch import FunctionServer, RedisServer, WorkerProcess
+from local.launch import FunctionServer, RedisServer, WorkerProcess, free_port, wait_for
 from tests.pdf_fixtures import real_manuals
 
 DATASET = "chaos"
@@ -73,8 +77,22 @@ class Cluster:
         self.workers.append(worker)
         return worker
 
-    def kill_one(self, rng: random.Random) -> tuple[float, WorkerProcess]:
-        victim = rng.choice(self.workers)
+    def kill_busy(
+        self, rng: random.Random, prefer: str, wait_s: float
+    ) -> tuple[float, WorkerProcess]:
+        """`kill -9` a worker in the middle of a job (one of queue `prefer` if any runs within
+        `wait_s`, else any job, else any worker), then start its replacement."""
+        deadline = time.monotonic() + wait_s
+        victim = None
+        while victim is None and time.monotonic() < deadline:
+            busy = [(w, queue) for w in self.workers for queue in running(w).values()]
+            preferred = [w for w, queue in busy if queue == prefer]
+            victim = rng.choice(preferred) if preferred else None
+            if victim is None and busy and time.monotonic() > deadline - wait_s / 2:
+                victim = rng.choice(busy)[0]
+            time.sleep(0.02)
+        victim = victim or rng.choice(self.workers)
+        time.sleep(rng.uniform(0, 0.5))  # a random moment of the job (its stage)
         victim.signal(signal.SIGKILL)
         killed_at = time.time()
         victim.wait_exit(10)
@@ -91,6 +109,15 @@ class Cluster:
             worker.stop()
         self.api.stop()
         self.redis.stop()
+
+
+def running(worker: WorkerProcess) -> dict[str, str]:
+    """jobId -> queue of the jobs the worker has started and not finished."""
+    started = {e["jobId"]: e["queue"] for e in worker.find("started")}
+    for event in ("completed", "failed", "handed_back"):
+        for e in worker.find(event):
+            started.pop(e["jobId"], None)
+    return started
 
 
 def view(cluster: Cluster, queue: str, job_id: str) -> dict[str, Any]:
@@ -197,25 +224,29 @@ def kill_storm(cluster: Cluster, manuals: list[Path], args: argparse.Namespace,
     submitter = threading.Thread(target=submit)
     submitter.start()
     kills = []
-    for at in sorted(rng.uniform(5, args.window) for _ in range(args.kills)):
+    spacing = args.window / args.kills
+    for index in range(args.kills):
+        at = 5 + index * spacing
         time.sleep(max(0.0, at - (time.monotonic() - started)))
-        kills.append(cluster.kill_one(rng))
-        print(f"  kill {len(kills)}/{args.kills} at {at:.0f} s", flush=True)
+        # One kill in three aims at a sync, the others at a document, each mid-job.
+        prefer = "datasets" if index % 3 == 1 else "documents"
+        kills.append(cluster.kill_busy(rng, prefer, spacing * 0.8))
+        print(f"  kill {len(kills)}/{args.kills} at {time.monotonic() - started:.0f} s",
+              flush=True)
     submitter.join()
     return jobs, kills
 
 
-def recovery_times(cluster: Cluster, kills: list[tuple[float, WorkerProcess]]) -> list[float]:
-    """For each job a kill orphaned: seconds from the kill to its next start anywhere."""
-    times = []
+def recovery_times(cluster: Cluster,
+                   kills: list[tuple[float, WorkerProcess]]) -> dict[str, list[float]]:
+    """Per queue, for each job a kill orphaned: seconds from the kill to its next start."""
+    times: dict[str, list[float]] = {"documents": [], "datasets": []}
     for killed_at, victim in kills:
-        done = {e["jobId"] for e in victim.events if e.get("event") in ("completed", "failed")}
-        orphaned = {e["jobId"] for e in victim.events if e.get("event") == "started"} - done
-        for job_id in orphaned:
+        for job_id, queue in running(victim).items():
             restarts = [e["_t"] for w in cluster.all_workers() for e in w.find("started",
                                                                                 jobId=job_id)
                         if e["_t"] > killed_at]
-            times.append(min(restarts) - killed_at if restarts else float("inf"))
+            times[queue].append(min(restarts) - killed_at if restarts else float("inf"))
     return times
 
 
@@ -257,6 +288,60 @@ def redis_restart(cluster: Cluster, seconds: float = 15.0, rate: float = 20.0) -
             "refused_other": sum(n for code, n in refused.items() if code != 503)}
 
 
+def faults(root: Path, emulator: Any, manuals: list[Path]) -> dict[str, str]:
+    """A 30 s storage outage and a hung BigQuery read, on a second api + worker."""
+    from tests.faults import TcpRelay
+    from tests.storage_servers import FakeGcsServer
+
+    gcs = FakeGcsServer(root / "gcs.log")
+    gcs.start()
+    requests.post(f"{gcs.url}/storage/v1/b", json={"name": "chaos"}, timeout=10).raise_for_status()
+    storage_relay = TcpRelay(free_port(), gcs.port)
+    read_relay = TcpRelay(free_port(), emulator.grpc_port)
+    storage_relay.start()
+    read_relay.start()
+    redis = RedisServer(root / "redis-faults").start()
+    env = {**emulator.env(), "REDIS_URL": redis.url, "STORAGE_URL": "gs://chaos",
+           "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{storage_relay.port}",
+           "BQ_STORAGE_EMULATOR_HOST": f"127.0.0.1:{read_relay.port}", "BQ_CALL_TIMEOUT_S": "10",
+           "AUTH_DISABLED": "true", "UPLOAD_SIGNING_SECRET": "chaos", "LOG_LEVEL": "INFO",
+           "SYNC_THRESHOLD": "10000"}
+    cluster = Cluster(root, env, redis, FunctionServer("api", env, root / "api-faults.log").start())
+    cluster.add_worker()
+    answers: dict[str, str] = {}
+    try:
+        docs = [upload(cluster, pdf) for pdf in manuals[:4]]
+        time.sleep(1.0)
+        storage_relay.stop()
+        time.sleep(30)
+        storage_relay.start()
+        views = wait_all(cluster, docs, 600)
+        done = [v for v in views.values() if v.get("state") == "completed"]
+        answers["storage outage 30 s: documents completed"] = (
+            f"{len(done)} of {len(docs)}, attempts used "
+            f"{sum(int(v.get('attemptsMade') or 0) for v in views.values())}")
+        job = sync(cluster)
+        worker = cluster.workers[0]
+        wait_for(lambda: bool(worker.find("started", jobId=job.job_id)), 60)
+        time.sleep(1.5)  # the query is done, the read has begun
+        hung_at = time.monotonic()
+        read_relay.freeze()
+        wait_for(lambda: bool(worker.find("failed", jobId=job.job_id)), 120)
+        noticed = time.monotonic() - hung_at
+        read_relay.thaw()
+        final = wait_all(cluster, [job], 600)[job.job_id]
+        answers["hung BigQuery read: attempt failed after (s)"] = f"{noticed:.1f}"
+        answers["hung BigQuery read: sync"] = (
+            f"{final.get('state')}, {final.get('result', {}).get('totalRows')} rows, "
+            f"attempts used {final.get('attemptsMade')}")
+    finally:
+        cluster.stop()
+        storage_relay.stop()
+        read_relay.stop()
+        gcs.stop()
+    return answers
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 def start(root: Path, rows: int) -> tuple[Cluster, Any]:
@@ -281,9 +366,10 @@ def start(root: Path, rows: int) -> tuple[Cluster, Any]:
 
 
 def bound_s() -> float:
+    """LOCK_DURATION_MS + STALLED_INTERVAL_MS: the README's bound while another worker has a free
+    slot (a busy cluster adds the wait for one)."""
     defaults = Settings()
-    locks = defaults.lock_duration_ms + defaults.stalled_interval_ms
-    return locks / 1000 + defaults.drain_delay_s
+    return (defaults.lock_duration_ms + defaults.stalled_interval_ms) / 1000
 
 
 def main() -> None:
@@ -298,8 +384,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="heavylift-chaos-"))
     storage = root / "storage"
-    manuals = sorted(p for p in real_manuals().glob("*.pdf") if p.name != "refman.pdf"
-                     and p.stat().st_size < 2_000_000)
+    manuals = sorted(p for p in real_manuals().glob("*.pdf") if p.name != "refman.pdf")
     cluster, emulator = start(root, args.rows)
     try:
         print("reference run (undisturbed)...", flush=True)
@@ -309,6 +394,9 @@ def main() -> None:
         views = wait_all(cluster, jobs, 900)
         print("redis restart under upload load...", flush=True)
         restart = redis_restart(cluster)
+        cluster.stop()
+        print("storage outage and hung read...", flush=True)
+        injected = faults(root, emulator, manuals)
     finally:
         cluster.stop()
         emulator.stop()
@@ -317,7 +405,8 @@ def main() -> None:
     identical = sum(
         1 for j in jobs if views[j.job_id].get("state") == "completed"
         and fingerprint(storage, j, views[j.job_id]["result"]) == expected[j.kind])
-    recovered = recovery_times(cluster, kills)
+    by_queue = recovery_times(cluster, kills)
+    recovered = [t for times in by_queue.values() for t in times]
     finite = [t for t in recovered if t != float("inf")]
     failed = [(j.job_id, views[j.job_id].get("failedReason")) for j in jobs
               if views[j.job_id].get("state") == "failed"]
@@ -329,7 +418,9 @@ def main() -> None:
                                                                     for s in TERMINAL))),
         ("completed outputs identical to the undisturbed run", f"{identical}"),
         ("kill -9 (one of 2 workers, replaced at once)", str(len(kills))),
-        ("jobs orphaned by a kill", str(len(recovered))),
+        ("jobs orphaned by a kill (documents / syncs)",
+         f"{len(recovered)} ({len(by_queue['documents'])} / {len(by_queue['datasets'])})"),
+        ("orphaned jobs never restarted", str(len(recovered) - len(finite))),
         ("recovery p50 / max (s)", f"{statistics.median(finite):.1f} / {max(finite):.1f}"
          if finite else "-"),
         ("documented recovery bound (s)", f"{bound_s():.1f}"),
@@ -338,6 +429,7 @@ def main() -> None:
         ("redis restart: refused 503 / other", f"{restart['refused_503']} / "
                                                f"{restart['refused_other']}"),
     ]
+    rows += list(injected.items())
     width = max(len(name) for name, _ in rows)
     print(f"\n{'chaos run'.ljust(width)} | result\n{'-' * width}-|-------")
     for name, value in rows:

@@ -8,12 +8,21 @@ import threading
 
 class TcpRelay:
     """A loopback port that forwards to `target_port` while up: down (before start(), after
-    stop()), nothing listens there, as when a service is unreachable."""
+    stop()), nothing listens there, as when a service is unreachable; frozen (freeze() until
+    thaw()), connections stay open and nothing moves, as when a service hangs."""
 
     def __init__(self, port: int, target_port: int) -> None:
         self.port, self.target_port = port, target_port
         self._listener: socket.socket | None = None
         self._sockets: list[socket.socket] = []
+        self._flowing = threading.Event()
+        self._flowing.set()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     def start(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", self.port))
@@ -38,10 +47,10 @@ class TcpRelay:
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
             sink.shutdown(socket.SHUT_WR)
         except OSError:

@@ -36,6 +36,7 @@ NOT_ON_GCP = {
     "OPENAI_BASE_URL": "the client's default endpoint; set through var.extra_env for a gateway",
     "BQ_EMULATOR_HOST": "local emulator only; on GCP the client talks to BigQuery itself",
     "BQ_STORAGE_EMULATOR_HOST": "local emulator only",
+    "QUEUE_CONCURRENCY": "optional per-queue cap, unset by default; set through var.extra_env",
 }
 NOT_ON_WORKER = {
     "GCS_SIGNING_SERVICE_ACCOUNT": "the worker never hands out signed upload URLs",

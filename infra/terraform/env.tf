@@ -27,11 +27,14 @@ locals {
     DRAIN_DELAY_S       = "5"
     RESULT_TTL_S        = tostring(7 * 86400)
 
-    # Worker runtime (harmless on the functions, which do not run a worker loop).
-    SHUTDOWN_GRACE_S   = tostring(var.worker_shutdown_grace_s)
-    REDIS_MAX_OUTAGE_S = "120"
-    CPU_WORKERS        = tostring(var.worker_cpu)
-    LOG_LEVEL          = var.log_level
+    # Worker runtime (harmless on the functions, which do not run a worker loop). A stall (a
+    # killed worker) uses no attempt; MAX_STALLS only stops a job that keeps killing workers.
+    MAX_STALLS          = "10"
+    JOB_STALL_TIMEOUT_S = "900"
+    SHUTDOWN_GRACE_S    = tostring(var.worker_shutdown_grace_s)
+    REDIS_MAX_OUTAGE_S  = "120"
+    CPU_WORKERS         = tostring(var.worker_cpu)
+    LOG_LEVEL           = var.log_level
 
     # Storage and intake. MAX_UPLOAD_BYTES covers signed-URL uploads (50 MB); a multipart body
     # to the api function is capped by Cloud Functions itself at 32 MB whatever this says.
