@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import openai
 import pytest
 from pydantic import SecretStr
 
@@ -38,9 +39,12 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
         yield server
 
 
-def _provider(fake: FakeOpenAI, budget: int = 2_000_000) -> OpenAIProvider:
+def _provider(
+    fake: FakeOpenAI, budget: int = 2_000_000, retry_s: float = 60.0
+) -> OpenAIProvider:
     settings = Settings(
-        openai_api_key=SecretStr("sk-test"), openai_base_url=fake.url, openai_max_retries=2
+        openai_api_key=SecretStr("sk-test"), openai_base_url=fake.url, openai_max_retries=2,
+        openai_retry_s=retry_s,
     )
     provider = make_provider(settings, TokenBudget(budget))
     assert isinstance(provider, OpenAIProvider)
@@ -120,6 +124,22 @@ def test_429_with_retry_after_is_honoured(fake: FakeOpenAI) -> None:
     first, second = fake.requests
     assert second.at - first.at >= 0.95
     assert vectors.shape == (1, EMBEDDING_DIMENSIONS)
+
+
+def test_an_outage_longer_than_the_clients_retries_is_ridden_out(fake: FakeOpenAI) -> None:
+    # 8 answers of 503: the client's own 2 retries give up twice, our budget goes on.
+    fake.fail_next(503, times=8)
+    vectors = _provider(fake, retry_s=30).embed(["after the outage"])
+
+    assert len(fake.requests) == 9
+    assert vectors.shape == (1, EMBEDDING_DIMENSIONS)
+
+
+def test_without_an_outage_budget_the_error_surfaces(fake: FakeOpenAI) -> None:
+    fake.fail_next(503, times=3)
+    with pytest.raises(openai.InternalServerError):
+        _provider(fake, retry_s=0).embed(["no budget"])
+    assert len(fake.requests) == 3  # the client's own tries only
 
 
 def test_budget_overrun_raises(fake: FakeOpenAI, chunks: list[Chunk]) -> None:

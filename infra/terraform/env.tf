@@ -68,6 +68,7 @@ locals {
     OPENAI_EMBEDDING_MODEL = var.openai_embedding_model
     OPENAI_MAX_RETRIES     = "5"
     OPENAI_TIMEOUT_S       = "120"
+    OPENAI_RETRY_S         = "60"
     JOB_TOKEN_BUDGET       = tostring(var.job_token_budget)
 
     # Dataset sync (BigQuery jobs run in our project; the source may live in another).

@@ -142,6 +142,10 @@ class Settings(BaseSettings):
         5, ge=0, le=20, description="Client retries (429 honours Retry-After, 5xx back off)."
     )
     openai_timeout_s: float = Field(120.0, gt=0, description="Timeout of one OpenAI request.")
+    openai_retry_s: float = Field(
+        60.0, ge=0, le=900,
+        description="Retry budget of one OpenAI request while the API is down (0: none).",
+    )
     job_token_budget: int = Field(
         2_000_000, ge=0, description="Most OpenAI tokens (prompt + output) one job may use."
     )

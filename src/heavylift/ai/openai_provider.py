@@ -1,13 +1,15 @@
 """OpenAI (or any compatible server): structured outputs into pydantic models, batched embeddings.
 
-The client retries 429/5xx itself and honours Retry-After; we set `max_retries` and count every
-token against the job's budget.
+The client retries 429/5xx itself and honours Retry-After (`OPENAI_MAX_RETRIES`, a few seconds
+in all); an outage longer than that is ridden out around each request for `OPENAI_RETRY_S`
+(`heavylift.outage`). Every token counts against the job's budget, once per request.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
@@ -30,6 +32,7 @@ from heavylift.ai.base import (
     known_ids,
     verified_quotes,
 )
+from heavylift.outage import through_outage
 from heavylift.settings import Settings
 from heavylift.text import Chunk
 from heavylift.text.tokenizer import get_encoding
@@ -44,6 +47,9 @@ MAX_OUTPUT_TOKENS = 4_000
 _MESSAGE_OVERHEAD = 8
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+T = TypeVar("T")
+# What a retry may cure; anything else (400, 401, 404, a refusal) fails at once.
+_TRANSIENT = (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError)
 
 _MAP_PROMPT = """You read one part of a document, given as chunks headed [chunk <id>].
 Return: a summary of this part; its main themes (each with the ids of supporting chunks);
@@ -105,6 +111,7 @@ class OpenAIProvider(AIProvider):
             chat_model=settings.openai_chat_model,
             embedding_model=settings.openai_embedding_model,
         )
+        self.retry_s = settings.openai_retry_s
         self.budget = budget
         self.usage = TokenUsage()
         self._encoding = get_encoding(settings.tokenizer_encoding)
@@ -148,9 +155,9 @@ class OpenAIProvider(AIProvider):
         vectors: list[list[float]] = []
         for start, end in embedding_batches(counts):
             self.budget.reserve(sum(counts[start:end]))
-            response = self.client.embeddings.create(
-                model=self.info.embedding_model, input=list(texts[start:end])
-            )
+            response = self._request(partial(
+                self.client.embeddings.create, model=self.info.embedding_model,
+                input=list(texts[start:end])))
             self._charge(response.usage.prompt_tokens, 0)
             vectors.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
@@ -161,7 +168,7 @@ class OpenAIProvider(AIProvider):
             for text in (instructions, content)
         )
         self.budget.reserve(prompt_tokens + MAX_OUTPUT_TOKENS)
-        completion = self.client.chat.completions.parse(
+        completion = self._request(lambda: self.client.chat.completions.parse(
             model=self.info.chat_model,
             messages=[
                 {"role": "system", "content": instructions},
@@ -169,12 +176,18 @@ class OpenAIProvider(AIProvider):
             ],
             response_format=model,
             max_completion_tokens=MAX_OUTPUT_TOKENS,
-        )
+        ))
         self._charge_usage(completion.usage)
         message = completion.choices[0].message
         if message.parsed is None:
             raise AIError(f"The model returned no {model.__name__}: {message.refusal or 'empty'}")
         return message.parsed
+
+    def _request(self, call: Callable[[], T]) -> T:
+        """One API request, riding out an outage (connection errors, timeouts, 5xx, 429 after
+        the client's own retries) for OPENAI_RETRY_S."""
+        return through_outage(call, transient=_TRANSIENT, budget_s=self.retry_s,
+                              event="openai_retry", model=self.info.chat_model)
 
     def _charge_usage(self, usage: CompletionUsage | None) -> None:
         if usage is not None:

@@ -26,14 +26,8 @@ from pathlib import Path
 from typing import BinaryIO, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_before_delay,
-    wait_random_exponential,
-)
 
+from heavylift.outage import through_outage
 from heavylift.settings import Settings
 
 MAX_KEY_LENGTH = 1024
@@ -41,10 +35,6 @@ MAX_KEY_LENGTH = 1024
 MAX_SIGNED_EXPIRY_S = 7 * 24 * 3600
 COPY_CHUNK = 1024 * 1024
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
-# Waits between tries while storage is unavailable: 0.5 s doubling, capped at 10 s so a recovered
-# backend is noticed soon, with full jitter so workers that lost storage together do not all
-# come back in the same instant.
-_RETRY_WAIT = wait_random_exponential(multiplier=0.5, max=10)
 
 log = logging.getLogger("heavylift.storage")
 T = TypeVar("T")
@@ -406,26 +396,10 @@ class ObjectStore(ABC):
         return self._prefix + validate_key(key)
 
     def _retried(self, key: str, call: Callable[[], T]) -> T:
-        """`call()`, tried again on StorageUnavailableError while a next try would still start
-        within STORAGE_RETRY_S (so a call gives up within the budget plus one try); then the last
-        error is raised."""
-
-        def log_retry(state: RetryCallState) -> None:
-            outcome = state.outcome
-            log.warning("storage unavailable, retrying", extra={
-                "event": "storage_retry", "storage": self.url, "key": key,
-                "attempt": state.attempt_number,
-                "reason": str(outcome.exception()) if outcome is not None else None,
-                "waitS": round(state.upcoming_sleep, 2)})
-
-        retrying = Retrying(
-            retry=retry_if_exception_type(StorageUnavailableError),
-            stop=stop_before_delay(self.settings.storage_retry_s),
-            wait=_RETRY_WAIT,
-            before_sleep=log_retry,
-            reraise=True,
-        )
-        return retrying(call)
+        """`call()`, riding out an outage of up to STORAGE_RETRY_S (see `heavylift.outage`)."""
+        return through_outage(call, transient=(StorageUnavailableError,),
+                              budget_s=self.settings.storage_retry_s, event="storage_retry",
+                              storage=self.url, key=key)
 
     def _public(self, info: ObjectInfo) -> ObjectInfo:
         return info.model_copy(update={"key": info.key.removeprefix(self._prefix)})

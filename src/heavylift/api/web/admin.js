@@ -115,6 +115,8 @@
     const fields = {
       name: job.name, priority: job.priority,
       attempts: `${job.attemptsMade ?? 0} made of ${job.attempts}`,
+      // Times its worker died under it: counted apart, they use no attempt.
+      stalls: `${job.stalls ?? 0}`,
       created: time(job.createdAt), processed: time(job.processedAt), finished: time(job.finishedAt),
       "failed reason": job.failedReason || "—",
     };
