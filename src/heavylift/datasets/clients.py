@@ -5,6 +5,7 @@ plain gRPC) with anonymous credentials.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +32,7 @@ class BigQueryClients:
         """Retries a call that failed transiently (`errors.is_transient`: 5xx, 429, timeouts,
         connection errors...) with capped exponential backoff and full jitter (a random sleep
         below 1, 2, 4... s, at most BQ_RETRY_MAX_DELAY_S) until BQ_TIMEOUT_S has passed."""
-        settings = self.settings
-        return Retry(
-            predicate=is_transient, initial=RETRY_INITIAL_DELAY_S,
-            maximum=settings.bq_retry_max_delay_s, multiplier=2.0, timeout=settings.bq_timeout_s,
-        )
+        return self._retry(is_transient)
 
     @property
     def job_retry(self) -> Retry:
@@ -43,11 +40,12 @@ class BigQueryClients:
         backendError...), with the same backoff and budget. Unlike google-cloud-bigquery's
         DEFAULT_JOB_RETRY it does not retry a call whose own retry gave up: nested, the two
         budgets would add up and BQ_TIMEOUT_S would bound nothing."""
-        settings = self.settings
-        return Retry(
-            predicate=is_transient_job_failure, initial=RETRY_INITIAL_DELAY_S,
-            maximum=settings.bq_retry_max_delay_s, multiplier=2.0, timeout=settings.bq_timeout_s,
-        )
+        return self._retry(is_transient_job_failure)
+
+    def _retry(self, predicate: Callable[[BaseException], bool]) -> Retry:
+        return Retry(predicate=predicate, initial=RETRY_INITIAL_DELAY_S,
+                     maximum=self.settings.bq_retry_max_delay_s, multiplier=2.0,
+                     timeout=self.settings.bq_timeout_s)
 
     @property
     def call_timeout(self) -> float:
