@@ -128,3 +128,18 @@ def test_a_job_silent_too_long_fails_its_attempt_naming_the_stage(
     steady = add(once, "sleep", seconds=2.5)
     worker.wait_event("completed", jobId=steady, timeout=15)
     once.close()
+
+
+def test_a_retry_with_a_long_backoff_runs_when_it_is_due(redis_url: str, start_worker) -> None:
+    """bullmq-py 3.4.4 alone leaves a job retried after more than a few seconds in `delayed`
+    for good (runtime/delayed.py); ours wakes the worker when it is due."""
+    slow = BlockingQueues(Settings(redis_url=redis_url, backoff_base_ms=6000))
+    try:
+        job_id = add(slow, "flaky", failures=1)
+        worker = start_worker()
+        worker.wait_event("completed", jobId=job_id, timeout=20)
+        first, second = (e["_t"] for e in worker.find("started", jobId=job_id))
+        assert 5.5 < second - first < 9.0, second - first
+        assert state(slow, job_id) == "completed"
+    finally:
+        slow.close()

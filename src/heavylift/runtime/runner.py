@@ -38,6 +38,7 @@ from heavylift.resources import Resources
 from heavylift.runtime import metrics
 from heavylift.runtime.context import JobContext, Registry
 from heavylift.runtime.deadline import ShutdownDeadline, own_default_executor
+from heavylift.runtime.delayed import wake_for_due_delayed
 from heavylift.runtime.health import Health, HealthServer
 from heavylift.runtime.offload import CpuPool
 from heavylift.runtime.watchdog import JobStuckError, watch_progress
@@ -274,6 +275,8 @@ class WorkerRuntime:
             self.stopping.set()
 
     async def _watch_redis(self) -> None:
+        """Every second: Redis reachable? (exit after too long an outage) and are delayed jobs
+        due (bullmq-py does not always promote them itself, see runtime.delayed)?"""
         while not self.stopping.is_set():
             if await self.redis.outage_exceeded():
                 log.error("redis unreachable for too long, exiting", extra={
@@ -281,8 +284,12 @@ class WorkerRuntime:
                 self.exit_code = EXIT_REDIS_DOWN
                 self.request_stop("redis outage")
                 return
+            if self.redis.down_since is None:
+                with contextlib.suppress(OSError, aioredis.RedisError):
+                    await wake_for_due_delayed(self.redis.client, self.settings.queue_prefix,
+                                               [str(q) for q in self.registry])
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), 2.0)
+                await asyncio.wait_for(self.stopping.wait(), 1.0)
 
     async def _shutdown(self) -> None:
         closing = [asyncio.ensure_future(worker.close()) for worker in self.workers]
