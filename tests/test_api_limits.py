@@ -1,0 +1,86 @@
+"""Issue 13, input limits: what an outside attacker test found, each over a real socket
+(functions-framework under gunicorn) unless the in-process app is the point."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from local.launch import RedisServer
+from tests.api_server import Api, start_api
+
+UPLOAD = "/api/documents/async-upload"
+UPLOAD_URL = "/api/documents/upload-url"
+
+
+@pytest.fixture(scope="module")
+def limits_api(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
+    workdir = tmp_path_factory.mktemp("api-limits")
+    server = start_api({"REDIS_URL": redis_server.url,
+                        "STORAGE_URL": f"file://{workdir / 'objects'}"}, workdir)
+    yield server
+    server.http.stop()
+    server.events.stop()
+
+
+@pytest.fixture
+def api(limits_api: Api, redis_url: str) -> Api:
+    return limits_api
+
+
+def raw_exchange(api: Api, head: str, body: bytes = b"", timeout: float = 10) -> bytes:
+    """Send `head` (+ `body`) over a plain socket; what the server answers until it closes or
+    stops sending (a streamed answer on a kept-alive connection does not close)."""
+    with socket.create_connection(("127.0.0.1", api.http.port), timeout=timeout) as sock:
+        sock.sendall(head.encode() + body)
+        answer = b""
+        try:
+            while b"\r\n0\r\n\r\n" not in answer and not answer.endswith(b"}"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        except TimeoutError:
+            pass
+        return answer
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_reserved_job_ids_are_404(api: Api) -> None:
+    # A queued job first: the queue's own `events` stream and `meta` hash keys then exist.
+    signed = api.session.post(api.url(UPLOAD_URL), json={
+        "filename": "n.txt", "size": 5, "contentType": "text/plain"}, timeout=10).json()
+    job_id = requests.put(signed["url"], data=b"hello", headers=signed["headers"],
+                          timeout=10).json()["jobId"]
+    assert job_id.startswith("upl-")  # our own ids still pass
+    view = api.session.get(api.url(UPLOAD), params={"jobId": job_id}, timeout=10)
+    assert view.status_code == 200 and view.json()["id"] == job_id
+    for path, params in [(UPLOAD, {"jobId": "events"}), (UPLOAD, {"jobId": "meta"}),
+                         (UPLOAD, {"jobId": "wait"}), ("/api/datasets/sync", {"jobId": "id"}),
+                         ("/api/queues/documents/jobs/events", {}),
+                         ("/api/jobs/events/events", {})]:
+        response = api.session.get(api.url(path), params=params, timeout=10)
+        assert response.status_code == 404, (path, params, response.text)
+        assert response.json()["code"] == "not_found"
+    retry = api.session.post(api.url("/api/queues/documents/jobs/events/retry"), timeout=10)
+    assert retry.status_code == 404
+
+
+def test_out_of_range_paging_is_422_naming_the_field(api: Api) -> None:
+    jobs = api.url("/api/queues/documents/jobs")
+    for params in [{"page": "1000000000000000"}, {"page": "1e15"},
+                   {"page": "20000", "pageSize": "100"}, {"page": "0"}]:
+        response = api.session.get(jobs, params={"state": "waiting", **params}, timeout=10)
+        assert response.status_code == 422, (params, response.text)
+        assert response.json()["field"] == "page"
+    ok = api.session.get(jobs, params={"state": "waiting", "page": "10000", "pageSize": "100"},
+                         timeout=10)
+    assert ok.status_code == 200 and ok.json()["jobs"] == []
