@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import io
+import json
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 
+from heavylift.api.services import reset_services
+from heavylift.settings import Settings, load_settings
 from local.launch import RedisServer
 from tests.api_server import Api, start_api
 
@@ -52,6 +57,53 @@ def raw_exchange(api: Api, head: str, body: bytes = b"", timeout: float = 10) ->
 
 def status_of(answer: bytes) -> int:
     return int(answer.split(b" ", 2)[1])
+
+
+def test_long_url_is_414_before_routing(api: Api) -> None:
+    under = api.session.get(api.url(UPLOAD), params={"x": "a" * 7000}, timeout=10)
+    assert under.status_code == 200
+    # An unknown route without a key: 414 still, so no routing or auth work came first.
+    over = requests.get(api.url("/api/nope"), params={"x": "a" * 9000}, timeout=10)
+    assert over.status_code == 414 and over.json()["code"] == "uri_too_long"
+    started = time.monotonic()
+    huge = raw_exchange(api, f"GET /api/nope?x={'a' * 1_000_000} HTTP/1.1\r\nHost: t\r\n"
+                        "Connection: close\r\n\r\n")
+    assert status_of(huge) == 414 and time.monotonic() - started < 2
+
+
+def test_long_url_is_414_in_process(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import functions_framework
+
+    monkeypatch.setenv("AUTH_DISABLED", "true")
+    monkeypatch.setenv("MAX_URL_BYTES", "2048")
+    load_settings.cache_clear()
+    reset_services()
+    try:
+        client = functions_framework.create_app(target="api",
+                                                source="functions/main.py").test_client()
+        assert client.get(UPLOAD, query_string={"x": "a" * 1900}).status_code == 200
+        over = client.get(UPLOAD, query_string={"x": "a" * 2100})
+        assert over.status_code == 414 and over.get_json()["code"] == "uri_too_long"
+        deep = client.post(UPLOAD_URL, data=io.BytesIO(b"[" * 5000 + b"]" * 5000))
+        assert deep.status_code == 400 and deep.get_json()["code"] == "json_too_deep"
+    finally:
+        reset_services()
+
+
+def test_deep_json_is_400_and_logs_no_traceback(api: Api) -> None:
+    for body in (b"[" * 1000 + b"]" * 1000, b'{"a":' * 100_000, b"[" * 10_000_000):
+        response = api.session.post(api.url(UPLOAD_URL), data=body, timeout=30)
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "json_too_deep"
+    # 32 levels, brackets inside strings not counted: parsed, then refused as a bad field.
+    nested: object = {"filename": "[[[[{{{{" * 20}
+    for _ in range(31):
+        nested = [nested]
+    parsed = api.session.post(api.url(UPLOAD_URL), data=json.dumps(nested), timeout=10)
+    assert parsed.status_code == 422, parsed.text
+    time.sleep(0.2)  # the log writer thread flushes every 50 ms
+    log = api.http.log.read_text()
+    assert "Traceback" not in log and "RecursionError" not in log
 
 
 def test_reserved_job_ids_are_404(api: Api) -> None:
