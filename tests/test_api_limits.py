@@ -136,3 +136,34 @@ def test_out_of_range_paging_is_422_naming_the_field(api: Api) -> None:
     ok = api.session.get(jobs, params={"state": "waiting", "page": "10000", "pageSize": "100"},
                          timeout=10)
     assert ok.status_code == 200 and ok.json()["jobs"] == []
+
+
+def test_unauthenticated_body_is_refused_unread(api: Api) -> None:
+    # 50 MB announced, 10 bytes sent: a 401 that waited for the body would never come.
+    head = (f"POST {UPLOAD} HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; "
+            f"boundary=x\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n")
+    started = time.monotonic()
+    answer = raw_exchange(api, head, b"--x\r\nabcd", timeout=3)
+    assert answer, "no answer before the body was sent"
+    assert status_of(answer) == 401 and b"unauthorized" in answer
+    assert time.monotonic() - started < 2
+    wrong_key = raw_exchange(api, head.replace("Host: t", "Host: t\r\nAuthorization: Bearer no"),
+                             b"--x", timeout=3)
+    assert wrong_key and status_of(wrong_key) == 401
+
+
+def test_security_headers_on_every_response(api: Api) -> None:
+    answers = [api.session.get(api.url(UPLOAD), timeout=10),
+               requests.get(api.url(UPLOAD), timeout=10),  # 401
+               api.session.get(api.url("/api/nope"), timeout=10),
+               api.session.get(api.url("/web/app.css"), timeout=10),
+               api.session.get(api.url("/admin/queues"), timeout=10)]
+    assert [a.status_code for a in answers] == [200, 401, 404, 200, 200]
+    for answer in answers:
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["X-Frame-Options"] == "DENY"
+        assert answer.headers["Referrer-Policy"] == "no-referrer"
+    for answer in answers[:3]:
+        assert answer.headers["Content-Security-Policy"] == "default-src 'none'; " \
+            "frame-ancestors 'none'"
+    assert "Content-Security-Policy" not in answers[4].headers  # pages: later work

@@ -115,11 +115,26 @@ def handle_http(request: Request) -> Response:
         response = _route(request)
     except Exception as error:
         response = error_response(error)
-        if response.status_code == 413:
-            # A streamed answer tells functions-framework not to drain the oversize body first.
-            response.response = iter([response.get_data()])
+        # A streamed answer tells functions-framework not to drain the body first: a refused
+        # request (401 before auth, 413 oversize, 414) must not cost reading up to 32 MB.
+        response.response = iter([response.get_data()])
+    _secure_headers(response)
     _log_request(request, response)
     return response
+
+
+# JSON never needs scripts, frames or sub-resources. HTML pages get no CSP yet: upload.js PUTs
+# to signed storage URLs on another origin, so a page policy needs its connect-src worked out.
+_JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+def _secure_headers(response: Response) -> None:
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    if response.mimetype != "text/html":
+        headers.setdefault("Content-Security-Policy", _JSON_CSP)
 
 
 def _log_request(request: Request, response: Response) -> None:
