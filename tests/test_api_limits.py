@@ -8,6 +8,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -167,3 +168,28 @@ def test_security_headers_on_every_response(api: Api) -> None:
         assert answer.headers["Content-Security-Policy"] == "default-src 'none'; " \
             "frame-ancestors 'none'"
     assert "Content-Security-Policy" not in answers[4].headers  # pages: later work
+
+
+def test_redis_down_opens_the_breaker(tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path / "redis").start()
+    server = start_api({"REDIS_URL": redis.url, "STORAGE_URL": f"file://{tmp_path / 'objects'}",
+                        "REDIS_OP_TIMEOUT_S": "2", "REDIS_BREAKER_S": "2"}, tmp_path)
+    try:
+        assert server.session.get(server.url(UPLOAD), timeout=10).status_code == 200
+        redis.stop()
+        first = server.session.get(server.url(UPLOAD), timeout=10)
+        assert first.status_code == 503 and first.json()["code"] == "queue_unavailable"
+        for _ in range(5):
+            started = time.monotonic()
+            again = server.session.get(server.url(UPLOAD), timeout=10)
+            assert again.status_code == 503 and time.monotonic() - started < 0.1
+        redis.start()
+        back = time.monotonic()
+        while server.session.get(server.url(UPLOAD), timeout=10).status_code != 200:
+            assert time.monotonic() - back < 3, "still refused after breaker window + 1 s"
+            time.sleep(0.05)
+    finally:
+        server.http.stop()
+        server.events.stop()
+        redis.stop()
+

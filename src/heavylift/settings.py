@@ -325,6 +325,12 @@ class Settings(BaseSettings):
         32, ge=2, le=256,
         description="HTTP: a JSON body nested deeper than this ([ and {) gets 400 json_too_deep.",
     )
+    # After a Redis failure the api answers 503 at once for this long instead of letting each
+    # request wait REDIS_OP_TIMEOUT_S; then one request tries Redis again (half-open).
+    redis_breaker_s: float = Field(
+        2.0, ge=0, le=60,
+        description="HTTP: after a Redis failure, answer 503 at once for this long (0: off).",
+    )
 
 
 def _one_line(error: ValidationError) -> str:
