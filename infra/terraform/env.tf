@@ -49,6 +49,9 @@ locals {
     IDEMPOTENCY_TTL_S     = "86400"
     UPLOAD_URL_EXPIRY_S   = "3600"
     REDIS_OP_TIMEOUT_S    = "5"
+    REDIS_BREAKER_S       = "2"
+    MAX_URL_BYTES         = "8192"
+    MAX_JSON_DEPTH        = "32"
 
     # Live progress and pages. An SSE stream ends well before the function's request timeout;
     # EventSource reconnects and resumes from Last-Event-ID.

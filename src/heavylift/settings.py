@@ -314,6 +314,24 @@ class Settings(BaseSettings):
         description="Retry budget of one storage call while storage is unavailable (0: none).",
     )
 
+    # --- Issue 13: input limits (findings of an outside attacker test) ---
+    # A 10 MB URL cost seconds of CPU and a 1,000-deep JSON body a logged 500: both are refused
+    # with a 4xx before any routing or parsing work is spent on them.
+    max_url_bytes: int = Field(
+        8192, ge=1024, le=1024 * 1024,
+        description="HTTP: a request whose path + query is longer than this gets 414.",
+    )
+    max_json_depth: int = Field(
+        32, ge=2, le=256,
+        description="HTTP: a JSON body nested deeper than this ([ and {) gets 400 json_too_deep.",
+    )
+    # After a Redis failure the api answers 503 at once for this long instead of letting each
+    # request wait REDIS_OP_TIMEOUT_S; then one request tries Redis again (half-open).
+    redis_breaker_s: float = Field(
+        2.0, ge=0, le=60,
+        description="HTTP: after a Redis failure, answer 503 at once for this long (0: off).",
+    )
+
 
 def _one_line(error: ValidationError) -> str:
     field, message = first_problem(error)

@@ -11,7 +11,7 @@ from werkzeug.routing import Map, Rule
 
 from heavylift.api import datasets, documents, queue_admin, web_pages
 from heavylift.api.auth import require_api_key
-from heavylift.api.errors import error_response
+from heavylift.api.errors import JSON_DEPTH_KEY, ApiError, error_response
 from heavylift.api.job_events import job_events
 from heavylift.api.queue_live import queue_events
 from heavylift.api.services import Services, services
@@ -76,32 +76,69 @@ URLS = Map([
 ])
 
 
+def _limit_url(request: Request, svc: Services) -> None:
+    """A huge URL costs CPU in every later step (routing, query parsing): refuse it first.
+    The server's own request-line limit does not help: functions-framework turns gunicorn's off
+    (`limit_request_line=0`), and the in-process app has none."""
+    environ = request.environ
+    # RAW_URI is the request line's target under gunicorn, but only the path under werkzeug's
+    # test client: the longer of it and path + query counts.
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+    length = max(len(raw), len(environ.get("PATH_INFO", "")) + 1
+                 + len(environ.get("QUERY_STRING", "")))
+    limit = svc.settings.max_url_bytes
+    if length > limit:
+        raise ApiError(414, "uri_too_long", f"request URL is over {limit} bytes (MAX_URL_BYTES)")
+
+
 def _limit_body(request: Request, svc: Services) -> None:
     """Oversize bodies get a clean 413 before they are read (Flask >= 3.1: per request).
     Multipart framing adds a little on top of the files themselves."""
     allowed = svc.settings.max_upload_bytes + 1024 * 1024
     request.max_content_length = allowed
+    request.environ[JSON_DEPTH_KEY] = svc.settings.max_json_depth
+
+
+def _route(request: Request) -> Response:
+    svc = services()
+    _limit_url(request, svc)
+    endpoint, args = URLS.bind_to_environ(request.environ).match()
+    handler, needs_key = _ROUTES[endpoint]
+    if needs_key:
+        require_api_key(request, svc.settings, allow_query=endpoint in _STREAMS)
+    _limit_body(request, svc)
+    return handler(request, svc, **args)
 
 
 def handle_http(request: Request) -> Response:
     try:
-        svc = services()
-        endpoint, args = URLS.bind_to_environ(request.environ).match()
-        handler, needs_key = _ROUTES[endpoint]
-        if needs_key:
-            require_api_key(request, svc.settings, allow_query=endpoint in _STREAMS)
-        _limit_body(request, svc)
-        response: Response = handler(request, svc, **args)
+        response = _route(request)
     except Exception as error:
         response = error_response(error)
-        if response.status_code == 413:
-            # A streamed answer tells functions-framework not to drain the oversize body first.
-            response.response = iter([response.get_data()])
+        # A streamed answer tells functions-framework not to drain the body first: a refused
+        # request (401 before auth, 413 oversize, 414) must not cost reading up to 32 MB.
+        response.response = iter([response.get_data()])
+    _secure_headers(response)
     _log_request(request, response)
     return response
 
 
+# JSON never needs scripts, frames or sub-resources. HTML pages get no CSP yet: upload.js PUTs
+# to signed storage URLs on another origin, so a page policy needs its connect-src worked out.
+_JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+def _secure_headers(response: Response) -> None:
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    if response.mimetype != "text/html":
+        headers.setdefault("Content-Security-Policy", _JSON_CSP)
+
+
 def _log_request(request: Request, response: Response) -> None:
-    fields: dict[str, Any] = {"event": "http", "method": request.method, "path": request.path,
-                              "status": response.status_code}
+    # Cut: a refused 8 MB path should not become an 8 MB log line.
+    fields: dict[str, Any] = {"event": "http", "method": request.method,
+                              "path": request.path[:512], "status": response.status_code}
     log.info("request", extra=fields)

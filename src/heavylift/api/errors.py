@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from flask import Request, Response
@@ -75,11 +76,41 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(to_json(body), status=status, mimetype="application/json", headers=headers)
 
 
+# Where handle_http leaves MAX_JSON_DEPTH for read_json (handlers get the request, not settings).
+JSON_DEPTH_KEY = "heavylift.max_json_depth"
+DEFAULT_JSON_DEPTH = 32
+
+# A string literal (skipped whole, escapes included; unterminated: to the end, so no quote is
+# rescanned) or one bracket. re scans in C: the check is linear and stops at the first bracket
+# over the limit.
+_JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+
+
+def json_too_deep(data: bytes, limit: int) -> bool:
+    """Whether `data` nests [ and { deeper than `limit` (brackets inside strings do not count).
+    Checked before json.loads, whose recursion would fail a 1,000-deep body with a 500."""
+    depth = 0
+    for match in _JSON_TOKEN.finditer(data):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
 def read_json(request: Request) -> Any:
-    """The request's JSON body (null when empty); malformed JSON is a 400."""
+    """The request's JSON body (null when empty); malformed or over-deep JSON is a 400."""
+    data = request.get_data(cache=False) or b"null"
+    limit = int(request.environ.get(JSON_DEPTH_KEY, DEFAULT_JSON_DEPTH))
+    if json_too_deep(data, limit):
+        raise ApiError(400, "json_too_deep",
+                       f"JSON body is nested deeper than {limit} levels (MAX_JSON_DEPTH)")
     try:
-        return json.loads(request.get_data(cache=False) or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise ApiError(400, "malformed_json", f"malformed JSON body: {error}") from None
 
 

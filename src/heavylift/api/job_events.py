@@ -11,7 +11,7 @@ import json
 
 from flask import Request, Response
 
-from heavylift.api.queue_admin import queue_named
+from heavylift.api.queue_admin import job_id_of, queue_named
 from heavylift.api.services import Services
 from heavylift.api.sse import Answer, sse_event, sse_response
 from heavylift.queue import JobNotFoundError, QueueName
@@ -61,6 +61,7 @@ class JobFollower:
 
 def job_events(request: Request, svc: Services, job_id: str) -> Response:
     queue = queue_named(request.args.get("queue", QueueName.DOCUMENTS), status=400)
+    job_id = job_id_of(job_id)
     settings = svc.settings
     reader = QueueEventReader(settings, [queue], settings.sse_heartbeat_s)
     try:

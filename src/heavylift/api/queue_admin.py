@@ -4,14 +4,16 @@ state, one job's detail, retry, retry-all-failed, clean, pause/resume."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any, Literal
 
 from flask import Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from heavylift.api.errors import ApiError, json_response, read_json
 from heavylift.api.services import Services
-from heavylift.queue import QueueName, Queues
+from heavylift.queue import JobNotFoundError, QueueName, Queues
 from heavylift.schemas import JobState, QueueCounts
 
 
@@ -25,10 +27,25 @@ class Overview(BaseModel):
     queues: list[QueueSummary]
 
 
+# The deepest job a page may reach: past it BullMQ's range offsets (and `page=1e15`) stop being
+# useful and start failing inside Redis.
+MAX_PAGE_OFFSET = 1_000_000
+
+
 class JobsQuery(BaseModel):
     state: JobState
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=MAX_PAGE_OFFSET)
     pageSize: int = Field(20, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _bounded_offset(self) -> JobsQuery:
+        if self.page * self.pageSize > MAX_PAGE_OFFSET:
+            # A ValueError would name no field; the 422 names `page`, the one to lower.
+            raise ValidationError.from_exception_data("JobsQuery", [InitErrorDetails(
+                type=PydanticCustomError("page_too_deep", "page * pageSize must be at most "
+                                         "{limit}", {"limit": MAX_PAGE_OFFSET}),
+                loc=("page",), input=self.page)])
+        return self
 
 
 class CleanRequest(BaseModel):
@@ -37,11 +54,24 @@ class CleanRequest(BaseModel):
     olderThanMs: int = Field(0, ge=0)
 
 
+# Ids this system makes: BullMQ's counter, and our own `upl-<hex>` (upload events) and
+# `ds-<hex>` (dataset syncs). Anything else cannot name a job and must not reach BullMQ's key
+# building: `?jobId=events` addressed the queue's own `events` stream key (a 500).
+_JOB_ID = re.compile(r"[0-9]{1,20}|(?:upl|ds)-[0-9a-f]{1,64}")
+
+
+def job_id_of(raw: str) -> str:
+    if not _JOB_ID.fullmatch(raw):
+        raise JobNotFoundError(f"no job {raw[:80]!r}")
+    return raw
+
+
 def seed_status(request: Request, svc: Services, queue: QueueName) -> Response:
     """The seed's status routes: `?jobId=ID` -> the job view; without it the queue's counts."""
-    job_id = request.args.get("jobId")
-    if job_id is None:
+    raw = request.args.get("jobId")
+    if raw is None:
         return json_response(svc.queues.run(lambda q: q.counts(queue)).model_dump())
+    job_id = job_id_of(raw)
     return json_response(svc.queues.run(lambda q: q.view(queue, job_id)).model_dump())
 
 
@@ -76,13 +106,13 @@ def jobs(request: Request, svc: Services, queue: str) -> Response:
 
 def job(request: Request, svc: Services, queue: str, job_id: str) -> Response:
     """GET /api/queues/<queue>/jobs/<id>: data, progress, result, stacktrace, attempts..."""
-    name = queue_named(queue)
+    name, job_id = queue_named(queue), job_id_of(job_id)
     return json_response(svc.queues.run(lambda q: q.detail(name, job_id)).model_dump())
 
 
 def retry(request: Request, svc: Services, queue: str, job_id: str) -> Response:
     """POST /api/queues/<queue>/jobs/<id>/retry: a failed job runs again (409 otherwise)."""
-    name = queue_named(queue)
+    name, job_id = queue_named(queue), job_id_of(job_id)
     view = svc.queues.run(lambda q: q.retry(name, job_id))
     return json_response({"success": True, "job": view.model_dump()})
 

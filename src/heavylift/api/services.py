@@ -15,7 +15,8 @@ from heavylift.settings import Settings, load_settings
 class Services(Resources):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.queues = BlockingQueues(settings, timeout_s=settings.redis_op_timeout_s)
+        self.queues = BlockingQueues(settings, timeout_s=settings.redis_op_timeout_s,
+                                     breaker_s=settings.redis_breaker_s)
 
     @cached_property
     def intake(self) -> Intake:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TypeVar
@@ -17,12 +18,47 @@ from heavylift.settings import Settings
 T = TypeVar("T")
 
 
+class Breaker:
+    """Once Redis failed, requests get QueueUnavailableError at once for `open_s` instead of each
+    waiting the full op timeout (threads piling up on a dead Redis). Then one request at a time
+    tries Redis (half-open): success closes the breaker, failure opens it again."""
+
+    def __init__(self, open_s: float) -> None:
+        self.open_s = open_s
+        self._lock = threading.Lock()
+        self._open_until: float | None = None  # None: closed
+        self._trial = False  # a half-open try is under way
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._open_until is None:
+                return
+            wait = self._open_until - time.monotonic()
+            if wait <= 0 and not self._trial:
+                self._trial = True
+                return
+        raise QueueUnavailableError(
+            f"Redis unavailable (failed recently; next try in {max(wait, 0):.1f}s)")
+
+    def failed(self) -> None:
+        if self.open_s <= 0:
+            return
+        with self._lock:
+            self._open_until, self._trial = time.monotonic() + self.open_s, False
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._open_until, self._trial = None, False
+
+
 class BlockingQueues:
     """Run `Queues` operations from any thread: `queues.run(lambda q: q.counts(name))`."""
 
-    def __init__(self, settings: Settings, timeout_s: float = 5.0) -> None:
+    def __init__(self, settings: Settings, timeout_s: float = 5.0,
+                 breaker_s: float = 0.0) -> None:
         self.settings = settings
         self.timeout_s = timeout_s
+        self.breaker = Breaker(breaker_s)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queues: Queues | None = None
@@ -39,7 +75,21 @@ class BlockingQueues:
             return self._loop, self._queues
 
     def run(self, operation: Callable[[Queues], Awaitable[T]]) -> T:
-        """Run one operation; Redis down or too slow raises QueueUnavailableError."""
+        """Run one operation; Redis down or too slow raises QueueUnavailableError (at once while
+        the breaker is open)."""
+        self.breaker.enter()
+        try:
+            result = self._run(operation)
+        except QueueUnavailableError:
+            self.breaker.failed()
+            raise
+        except BaseException:
+            self.breaker.succeeded()  # Redis answered; the operation itself failed
+            raise
+        self.breaker.succeeded()
+        return result
+
+    def _run(self, operation: Callable[[Queues], Awaitable[T]]) -> T:
         loop, queues = self._ensure_loop()
 
         async def call() -> T:
