@@ -53,6 +53,10 @@ class Api:
     def url(self, path: str) -> str:
         return self.http.url + path
 
+    def stop(self) -> None:
+        self.http.stop()
+        self.events.stop()
+
     def post_event(self, bucket: str, name: str, generation: str, size: int,
                    metadata: dict[str, str]) -> requests.Response:
         """Deliver an object-finalize CloudEvent the way Eventarc does (binary mode)."""

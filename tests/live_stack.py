@@ -44,5 +44,4 @@ def stack_fixture(
     yield Stack(api, worker, queues, redis_server)
     queues.close()
     worker.stop()
-    api.http.stop()
-    api.events.stop()
+    api.stop()

@@ -44,8 +44,7 @@ def api(
     env = {"REDIS_URL": redis_server.url, **backend_env(request.param, request, workdir)}
     server = start_api(env, workdir)
     yield server
-    server.http.stop()
-    server.events.stop()
+    server.stop()
 
 
 @pytest.fixture
@@ -176,8 +175,7 @@ def local_api(
                         "STORAGE_URL": f"file://{workdir / 'objects'}",
                         "MAX_FILES_PER_REQUEST": "3"}, workdir)
     yield server
-    server.http.stop()
-    server.events.stop()
+    server.stop()
 
 
 @pytest.fixture
@@ -321,8 +319,7 @@ def test_oversize_body_gets_413_without_being_read(
         assert response.status_code == 413 and response.json()["code"] == "too_large"
         assert not list(tmp_path.glob("uploads/**/*.pdf"))
     finally:
-        server.http.stop()
-        server.events.stop()
+        server.stop()
 
 
 def test_redis_down_is_503_and_nothing_is_stored(tmp_path: Path, sample_pdf: bytes) -> None:
@@ -336,8 +333,7 @@ def test_redis_down_is_503_and_nothing_is_stored(tmp_path: Path, sample_pdf: byt
         status = server.session.get(server.url(UPLOAD), timeout=10)
         assert status.status_code == 503
     finally:
-        server.http.stop()
-        server.events.stop()
+        server.stop()
 
 
 def test_storage_down_is_503(redis_server: RedisServer, tmp_path: Path, sample_pdf: bytes,
@@ -351,8 +347,7 @@ def test_storage_down_is_503(redis_server: RedisServer, tmp_path: Path, sample_p
         assert response.status_code == 503 and response.json()["code"] == "storage_unavailable"
         assert server.session.get(server.url(UPLOAD), timeout=10).json()["waiting"] == 0
     finally:
-        server.http.stop()
-        server.events.stop()
+        server.stop()
 
 
 def test_seed_curl_commands_verbatim(local: Api, sample_pdf: bytes, tmp_path: Path) -> None:

@@ -52,8 +52,7 @@ def api(
                         "STORAGE_URL": f"file://{workdir / 'objects'}",
                         "SYNC_THRESHOLD": str(threshold)}, workdir)
     yield server
-    server.http.stop()
-    server.events.stop()
+    server.stop()
 
 
 @pytest.fixture

@@ -30,8 +30,7 @@ def limits_api(
     server = start_api({"REDIS_URL": redis_server.url,
                         "STORAGE_URL": f"file://{workdir / 'objects'}"}, workdir)
     yield server
-    server.http.stop()
-    server.events.stop()
+    server.stop()
 
 
 @pytest.fixture
@@ -189,7 +188,6 @@ def test_redis_down_opens_the_breaker(tmp_path: Path) -> None:
             assert time.monotonic() - back < 3, "still refused after breaker window + 1 s"
             time.sleep(0.05)
     finally:
-        server.http.stop()
-        server.events.stop()
+        server.stop()
         redis.stop()
 

@@ -23,8 +23,7 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     api = start_api({"REDIS_URL": redis_server.url,
                      "STORAGE_URL": f"file://{workdir / 'objects'}"}, workdir)
     yield api
-    api.http.stop()
-    api.events.stop()
+    api.stop()
 
 
 @pytest.fixture

@@ -300,5 +300,4 @@ def test_upload_progress_result_and_manifest_through_the_http_api(
         assert body["options"] == {"useAI": True, "generateSummary": False,
                                    "generateEmbeddings": True}
     finally:
-        api.http.stop()
-        api.events.stop()
+        api.stop()

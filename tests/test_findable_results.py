@@ -96,5 +96,4 @@ def test_results_outlive_bullmq_history(
         assert unknown.status_code == 404
     finally:
         queues.close()
-        api.http.stop()
-        api.events.stop()
+        api.stop()

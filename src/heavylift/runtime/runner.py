@@ -33,7 +33,7 @@ from bullmq.custom_errors import DelayedError, UnrecoverableError
 from tenacity import AsyncRetrying, RetryCallState, stop_after_delay, wait_exponential
 
 from heavylift.logs import log_event
-from heavylift.queue import QueueName, Queues, bull_options
+from heavylift.queue import QueueName, Queues, bull_options, records
 from heavylift.resources import Resources
 from heavylift.runtime import metrics
 from heavylift.runtime.context import JobContext, Registry
@@ -212,13 +212,10 @@ class WorkerRuntime:
             # Cancelled without a hand-back (Redis was down): fail this attempt so it retries.
             raise RuntimeError("job interrupted by worker shutdown") from None
 
-
     def _log_failure(
         self, job: Any, error: BaseException, fields: dict[str, Any], duration: float
     ) -> None:
-        attempts = int(job.opts.get("attempts", 1))
-        retry = (int(job.attemptsMade) + 1 < attempts
-                 and not isinstance(error, UnrecoverableError))
+        retry = records.will_retry(job, error)
         queue = str(fields["queue"])
         metrics.JOBS_FAILED.labels(queue, str(not retry).lower()).inc()
         if retry:
@@ -308,7 +305,6 @@ class WorkerRuntime:
         now = int(time.time() * 1000)
         contexts = list(self.active.values())
         for ctx in contexts:
-            ctx.handed_back = True
             await self._hand_back(ctx, now)
         for ctx in contexts:
             if ctx.task is not None:
