@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from starlette.testclient import TestClient
 
 from heavylift.api.services import reset_services
 from heavylift.queue import BlockingQueues, Priority, QueueName
@@ -381,11 +382,10 @@ def test_in_process_app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> 
     load_settings.cache_clear()
     reset_services()
     app = functions_framework.create_app(target="api", source="functions/main.py")
-    client = app.test_client()
-    response = client.post(UPLOAD, data={"files": (io.BytesIO(b"# notes\n- a\n"), "n.md")},
-                           content_type="multipart/form-data")
-    assert response.status_code == 202 and response.get_json()["jobs"][0]["jobId"] == "1"
-    assert client.get(UPLOAD, query_string={"jobId": "1"}).get_json()["state"] == "waiting"
+    with TestClient(app) as client:
+        response = client.post(UPLOAD, files={"files": ("n.md", io.BytesIO(b"# notes\n- a\n"))})
+        assert response.status_code == 202 and response.json()["jobs"][0]["jobId"] == "1"
+        assert client.get(UPLOAD, params={"jobId": "1"}).json()["state"] == "waiting"
     reset_services()
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import socket
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from starlette.testclient import TestClient
 
 from heavylift.api.services import reset_services
 from heavylift.settings import Settings, load_settings
@@ -65,10 +65,12 @@ def test_long_url_is_414_before_routing(api: Api) -> None:
     # An unknown route without a key: 414 still, so no routing or auth work came first.
     over = requests.get(api.url("/api/nope"), params={"x": "a" * 9000}, timeout=10)
     assert over.status_code == 414 and over.json()["code"] == "uri_too_long"
-    started = time.monotonic()
-    huge = raw_exchange(api, f"GET /api/nope?x={'a' * 1_000_000} HTTP/1.1\r\nHost: t\r\n"
-                        "Connection: close\r\n\r\n")
-    assert status_of(huge) == 414 and time.monotonic() - started < 2
+    # 1 MB and 10 MB request lines: uvicorn's own parser refuses them (400) before our code.
+    for size in (1_000_000, 10_000_000):
+        started = time.monotonic()
+        huge = raw_exchange(api, f"GET /api/nope?x={'a' * size} HTTP/1.1\r\nHost: t\r\n"
+                            "Connection: close\r\n\r\n")
+        assert status_of(huge) in (400, 414) and time.monotonic() - started < 2
 
 
 def test_long_url_is_414_in_process(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,13 +81,13 @@ def test_long_url_is_414_in_process(settings: Settings, monkeypatch: pytest.Monk
     load_settings.cache_clear()
     reset_services()
     try:
-        client = functions_framework.create_app(target="api",
-                                                source="functions/main.py").test_client()
-        assert client.get(UPLOAD, query_string={"x": "a" * 1900}).status_code == 200
-        over = client.get(UPLOAD, query_string={"x": "a" * 2100})
-        assert over.status_code == 414 and over.get_json()["code"] == "uri_too_long"
-        deep = client.post(UPLOAD_URL, data=io.BytesIO(b"[" * 5000 + b"]" * 5000))
-        assert deep.status_code == 400 and deep.get_json()["code"] == "json_too_deep"
+        app = functions_framework.create_app(target="api", source="functions/main.py")
+        with TestClient(app) as client:
+            assert client.get(UPLOAD, params={"x": "a" * 1900}).status_code == 200
+            over = client.get(UPLOAD, params={"x": "a" * 2100})
+            assert over.status_code == 414 and over.json()["code"] == "uri_too_long"
+            deep = client.post(UPLOAD_URL, content=b"[" * 5000 + b"]" * 5000)
+            assert deep.status_code == 400 and deep.json()["code"] == "json_too_deep"
     finally:
         reset_services()
 

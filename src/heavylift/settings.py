@@ -331,6 +331,12 @@ class Settings(BaseSettings):
         2.0, ge=0, le=60,
         description="HTTP: after a Redis failure, answer 503 at once for this long (0: off).",
     )
+    # The api reads bodies on its event loop: a client that stops sending costs a socket, not a
+    # thread, and after this long without a byte it gets 408 and the connection is closed.
+    body_idle_timeout_s: float = Field(
+        30.0, gt=0, le=600,
+        description="HTTP: a request body that sends nothing for this long gets 408.",
+    )
 
 
 def _one_line(error: ValidationError) -> str:

@@ -1,53 +1,62 @@
-"""Routing for the `api` function (werkzeug's URL map: the router Flask itself uses)."""
+"""The api function's routes (werkzeug's URL map: the router Flask itself uses) and the
+request-thread half of serving them: a request whose body is already read runs its handler here.
+The event-loop half (limits, keys, bodies, streams) is `heavylift.api.asgi`."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from enum import Enum
 from typing import Any
 
 from flask import Request, Response
+from starlette.datastructures import MutableHeaders
 from werkzeug.routing import Map, Rule
 
 from heavylift.api import datasets, documents, queue_admin, web_pages
-from heavylift.api.auth import require_api_key
-from heavylift.api.errors import JSON_DEPTH_KEY, ApiError, error_response
+from heavylift.api.errors import JSON_DEPTH_KEY, error_response
 from heavylift.api.job_events import job_events
 from heavylift.api.queue_live import queue_events
-from heavylift.api.services import Services, services
+from heavylift.api.services import Services
 
 log = logging.getLogger("heavylift.api")
 
 Handler = Callable[..., Response]
+StreamHandler = Callable[..., Awaitable[Any]]
 
-# endpoint -> (handler, needs an API key)
-_ROUTES: dict[str, tuple[Handler, bool]] = {
-    "upload": (documents.upload, True),
-    "upload_status": (documents.upload_status, True),
-    "upload_url": (documents.upload_url, True),
-    "local_put": (documents.local_put, False),  # the signed URL is the credential
-    "document": (documents.document, True),
-    "reprocess": (documents.reprocess, True),
-    "dataset_sync": (datasets.sync, True),
-    "dataset_sync_status": (datasets.sync_status, True),
-    "job_events": (job_events, True),
-    "queues": (queue_admin.overview, True),
-    "queue_events": (queue_events, True),
-    "queue_jobs": (queue_admin.jobs, True),
-    "queue_job": (queue_admin.job, True),
-    "queue_job_retry": (queue_admin.retry, True),
-    "queue_retry_failed": (queue_admin.retry_failed, True),
-    "queue_clean": (queue_admin.clean, True),
-    "queue_pause": (queue_admin.pause, True),
-    "queue_resume": (queue_admin.resume, True),
-    # Pages check the key themselves: without one they answer with a sign-in page, not JSON.
-    "upload_page": (web_pages.upload_page, False),
-    "admin_page": (web_pages.admin_page, False),
-    "asset": (web_pages.asset, False),
+
+class Access(Enum):
+    KEY = "key"  # an API key in the Authorization header or the cookie
+    SIGNED = "signed"  # the signed URL is the credential
+    PAGE = "page"  # checks the key itself: without one, a sign-in page rather than JSON
+
+
+# endpoint -> (handler, who may call it); run in a request thread once the body is read.
+ROUTES: dict[str, tuple[Handler, Access]] = {
+    "upload": (documents.upload, Access.KEY),
+    "upload_status": (documents.upload_status, Access.KEY),
+    "upload_url": (documents.upload_url, Access.KEY),
+    "local_put": (documents.local_put, Access.SIGNED),
+    "document": (documents.document, Access.KEY),
+    "reprocess": (documents.reprocess, Access.KEY),
+    "dataset_sync": (datasets.sync, Access.KEY),
+    "dataset_sync_status": (datasets.sync_status, Access.KEY),
+    "queues": (queue_admin.overview, Access.KEY),
+    "queue_jobs": (queue_admin.jobs, Access.KEY),
+    "queue_job": (queue_admin.job, Access.KEY),
+    "queue_job_retry": (queue_admin.retry, Access.KEY),
+    "queue_retry_failed": (queue_admin.retry_failed, Access.KEY),
+    "queue_clean": (queue_admin.clean, Access.KEY),
+    "queue_pause": (queue_admin.pause, Access.KEY),
+    "queue_resume": (queue_admin.resume, Access.KEY),
+    "upload_page": (web_pages.upload_page, Access.PAGE),
+    "admin_page": (web_pages.admin_page, Access.PAGE),
+    "asset": (web_pages.asset, Access.PAGE),
 }
 
-# EventSource cannot send headers: these streams also take the key as `?key=`.
-_STREAMS = {"job_events", "queue_events"}
+# Server-Sent Events, served on the event loop (an open stream holds no thread). EventSource
+# cannot send headers: these also take the key as `?key=`.
+STREAMS: dict[str, StreamHandler] = {"job_events": job_events, "queue_events": queue_events}
 
 URLS = Map([
     Rule("/api/documents/async-upload", methods=["POST"], endpoint="upload"),
@@ -76,51 +85,17 @@ URLS = Map([
 ])
 
 
-def _limit_url(request: Request, svc: Services) -> None:
-    """A huge URL costs CPU in every later step (routing, query parsing): refuse it first.
-    The server's own request-line limit does not help: functions-framework turns gunicorn's off
-    (`limit_request_line=0`), and the in-process app has none."""
-    environ = request.environ
-    # RAW_URI is the request line's target under gunicorn, but only the path under werkzeug's
-    # test client: the longer of it and path + query counts.
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
-    length = max(len(raw), len(environ.get("PATH_INFO", "")) + 1
-                 + len(environ.get("QUERY_STRING", "")))
-    limit = svc.settings.max_url_bytes
-    if length > limit:
-        raise ApiError(414, "uri_too_long", f"request URL is over {limit} bytes (MAX_URL_BYTES)")
-
-
-def _limit_body(request: Request, svc: Services) -> None:
-    """Oversize bodies get a clean 413 before they are read (Flask >= 3.1: per request).
-    Multipart framing adds a little on top of the files themselves."""
-    allowed = svc.settings.max_upload_bytes + 1024 * 1024
-    request.max_content_length = allowed
+def dispatch(environ: dict[str, Any], endpoint: str, args: dict[str, Any],
+             svc: Services) -> Response:
+    """Run one route's handler on a request whose body is in `environ` already; any failure
+    becomes its JSON error. Called in a request thread: handlers block on Redis and storage."""
+    request = Request(environ)
     request.environ[JSON_DEPTH_KEY] = svc.settings.max_json_depth
-
-
-def _route(request: Request) -> Response:
-    svc = services()
-    _limit_url(request, svc)
-    endpoint, args = URLS.bind_to_environ(request.environ).match()
-    handler, needs_key = _ROUTES[endpoint]
-    if needs_key:
-        require_api_key(request, svc.settings, allow_query=endpoint in _STREAMS)
-    _limit_body(request, svc)
-    return handler(request, svc, **args)
-
-
-def handle_http(request: Request) -> Response:
+    handler, _ = ROUTES[endpoint]
     try:
-        response = _route(request)
+        return handler(request, svc, **args)
     except Exception as error:
-        response = error_response(error)
-        # A streamed answer tells functions-framework not to drain the body first: a refused
-        # request (401 before auth, 413 oversize, 414) must not cost reading up to 32 MB.
-        response.response = iter([response.get_data()])
-    _secure_headers(response)
-    _log_request(request, response)
-    return response
+        return error_response(error)
 
 
 # JSON never needs scripts, frames or sub-resources. HTML pages get no CSP yet: upload.js PUTs
@@ -128,17 +103,16 @@ def handle_http(request: Request) -> Response:
 _JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
-def _secure_headers(response: Response) -> None:
-    headers = response.headers
+def secure_headers(headers: MutableHeaders, mimetype: str) -> None:
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "no-referrer")
-    if response.mimetype != "text/html":
+    if mimetype != "text/html":
         headers.setdefault("Content-Security-Policy", _JSON_CSP)
 
 
-def _log_request(request: Request, response: Response) -> None:
+def log_request(method: str, path: str, status: int) -> None:
     # Cut: a refused 8 MB path should not become an 8 MB log line.
-    fields: dict[str, Any] = {"event": "http", "method": request.method,
-                              "path": request.path[:512], "status": response.status_code}
+    fields: dict[str, Any] = {"event": "http", "method": method, "path": path[:512],
+                              "status": status}
     log.info("request", extra=fields)

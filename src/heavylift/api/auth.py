@@ -9,24 +9,34 @@ on it) and redirects to the same URL without the key.
 from __future__ import annotations
 
 import hmac
+from typing import Protocol
 
 from flask import Request, Response
 
 from heavylift.api.errors import ApiError
 from heavylift.settings import Settings
 
+
+class Fields(Protocol):
+    """Headers, query or cookies: werkzeug's and Starlette's kinds all fit."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
 KEY_COOKIE = "heavylift_key"
 KEY_PARAM = "key"
 
 
-def presented_key(request: Request, allow_query: bool) -> str | None:
-    """`allow_query` only where a browser cannot send headers (EventSource): a key in a URL
-    ends up in request logs."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+def presented_key(headers: Fields, query: Fields,
+                  cookies: Fields, allow_query: bool) -> str | None:
+    """The key from the request's headers, query or cookies (either server's request objects
+    have all three). `allow_query` only where a browser cannot send headers (EventSource): a key
+    in a URL ends up in request logs."""
+    scheme, _, token = (headers.get("Authorization") or "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    from_query = request.args.get(KEY_PARAM) if allow_query else None
-    return from_query or request.cookies.get(KEY_COOKIE) or None
+    from_query = query.get(KEY_PARAM) if allow_query else None
+    return from_query or cookies.get(KEY_COOKIE) or None
 
 
 def key_is_valid(key: str, settings: Settings) -> bool:
@@ -36,10 +46,12 @@ def key_is_valid(key: str, settings: Settings) -> bool:
     return any(hmac.compare_digest(given, known.encode()) for known in settings.api_key_set())
 
 
-def require_api_key(request: Request, settings: Settings, allow_query: bool = False) -> None:
+def require_api_key(headers: Fields, query: Fields,
+                    cookies: Fields, settings: Settings,
+                    allow_query: bool = False) -> None:
     if settings.auth_disabled:
         return
-    key = presented_key(request, allow_query)
+    key = presented_key(headers, query, cookies, allow_query)
     if key is None:
         raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'")
     if not key_is_valid(key, settings):

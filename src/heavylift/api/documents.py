@@ -4,6 +4,7 @@ PUT, the result manifest and reprocess."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -139,24 +140,32 @@ def upload_url(request: Request, svc: Services) -> Response:
     return json_response(body.model_dump())
 
 
-def local_put(request: Request, svc: Services) -> Response:
-    """PUT /api/storage/upload: the file:// stand-in for a bucket's signed URL; on success it
-    enqueues like the bucket's finalize event would."""
+def admit_local_put(headers: Mapping[str, str], query: Mapping[str, str],
+                    svc: Services) -> None:
+    """The checks of PUT /api/storage/upload that need no body: the front door runs them before
+    reading it, so a PUT without a valid signature is refused without being received."""
     if not isinstance(svc.store, LocalStore):  # buckets take their signed PUTs themselves
         raise ApiError(404, "not_found", "local uploads are only served for file:// storage")
-    key = request.args.get("key", "")
-    size = request.content_length
-    if size is None:
+    raw_size = headers.get("Content-Length")
+    if raw_size is None or not raw_size.isdigit():
         raise ApiError(411, "length_required", "Content-Length is required")
+    size = int(raw_size)
     if size > svc.settings.max_upload_bytes:
         raise ApiError(413, "too_large", f"{size} bytes is over the limit")
-    content_type = request.headers.get("Content-Type", "")
+    verify_local_upload(svc.settings, query.get("key", ""), query.get("expires", ""),
+                        query.get("sig", ""), headers.get("Content-Type", ""), size,
+                        metadata_from_headers(headers))
+
+
+def local_put(request: Request, svc: Services) -> Response:
+    """PUT /api/storage/upload: the file:// stand-in for a bucket's signed URL, admitted by
+    `admit_local_put`; on success it enqueues like the bucket's finalize event would."""
+    size = request.content_length or 0
     metadata = metadata_from_headers(dict(request.headers))
-    verify_local_upload(svc.settings, key, request.args.get("expires", ""),
-                        request.args.get("sig", ""), content_type, size, metadata)
-    info = svc.store.put_stream(key, request.stream, content_type, metadata)
+    info = svc.store.put_stream(request.args.get("key", ""), request.stream,
+                                request.headers.get("Content-Type", ""), metadata)
     if info.size != size:
-        svc.store.delete(key)
+        svc.store.delete(info.key)
         raise ApiError(400, "incomplete_body", f"received {info.size} of {size} bytes")
     job_id = enqueue_finalized(svc, info.key, info.etag_or_generation, info.size, metadata)
     return json_response({"success": True, "objectName": info.key, "jobId": job_id}, 200)

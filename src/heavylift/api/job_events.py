@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 
-from flask import Request, Response
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
 from heavylift.api.queue_admin import job_id_of, queue_named
 from heavylift.api.services import Services
-from heavylift.api.sse import Answer, sse_event, sse_response
+from heavylift.api.sse import Answer, open_reader, sse_event, sse_response
 from heavylift.queue import JobNotFoundError, QueueName
 from heavylift.queue.event_stream import QueueEvent, QueueEventReader
 from heavylift.schemas import JobView
@@ -29,12 +30,12 @@ class JobFollower:
         name = self.view.state if self.view.state in _FINAL else "state"
         return [sse_event(name, self.view.model_dump(), event_id)], self.view.state in _FINAL
 
-    def opening(self) -> Answer:
+    async def opening(self) -> Answer:
         # The snapshot reflects every event up to `position` (read before it), so a reconnect
         # needs no replay from Last-Event-ID: it continues from here and misses nothing.
         return self._state_event(self.position)
 
-    def handle(self, events: list[QueueEvent]) -> Answer:
+    async def handle(self, events: list[QueueEvent]) -> Answer:
         out: list[str] = []
         for event in events:
             if event.job_id != self.view.id:
@@ -47,7 +48,7 @@ class JobFollower:
             # Any other event of this job (active, waiting, delayed, completed, failed, ...):
             # the job's own view says where it stands now, retries included.
             try:
-                view = self.svc.queues.run(lambda q: q.view(self.queue, self.view.id))
+                view = await self.svc.queues.arun(lambda q: q.view(self.queue, self.view.id))
             except JobNotFoundError:
                 return out, True  # removed: a reconnect gets the 404
             if view != self.view:
@@ -59,15 +60,15 @@ class JobFollower:
         return out, False
 
 
-def job_events(request: Request, svc: Services, job_id: str) -> Response:
-    queue = queue_named(request.args.get("queue", QueueName.DOCUMENTS), status=400)
+async def job_events(request: Request, svc: Services, job_id: str) -> StreamingResponse:
+    queue = queue_named(request.query_params.get("queue", QueueName.DOCUMENTS), status=400)
     job_id = job_id_of(job_id)
     settings = svc.settings
     reader = QueueEventReader(settings, [queue], settings.sse_heartbeat_s)
+    position = await open_reader(reader)
     try:
-        position = reader.start_at_end()
-        view = svc.queues.run(lambda q: q.view(queue, job_id))  # unknown job: 404 JSON
+        view = await svc.queues.arun(lambda q: q.view(queue, job_id))  # unknown job: 404 JSON
     except BaseException:
-        reader.close()
+        await reader.close()
         raise
     return sse_response(JobFollower(svc, queue, view, position), reader, settings)

@@ -4,14 +4,15 @@ each burst of state changes) and `progress` ({"queue", "id", "progress"} of any 
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
 
-from flask import Request, Response
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
 from heavylift.api.queue_admin import overview_of
 from heavylift.api.services import Services
-from heavylift.api.sse import Answer, sse_event, sse_response
+from heavylift.api.sse import Answer, open_reader, sse_event, sse_response
 from heavylift.queue import QueueName
 from heavylift.queue.event_stream import QueueEvent, QueueEventReader
 
@@ -20,13 +21,13 @@ class CountsFollower:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
 
-    def _counts(self) -> str:
-        return sse_event("counts", self.svc.queues.run(overview_of).model_dump())
+    async def _counts(self) -> str:
+        return sse_event("counts", (await self.svc.queues.arun(overview_of)).model_dump())
 
-    def opening(self) -> Answer:
-        return [self._counts()], False
+    async def opening(self) -> Answer:
+        return [await self._counts()], False
 
-    def handle(self, events: list[QueueEvent]) -> Answer:
+    async def handle(self, events: list[QueueEvent]) -> Answer:
         latest: dict[tuple[QueueName, str], str] = {}
         changed = False
         for event in events:
@@ -39,17 +40,13 @@ class CountsFollower:
         if changed:
             # Coalesce a burst (a thousand jobs finishing) into one count per interval; what
             # arrives meanwhile is read next time round.
-            time.sleep(self.svc.settings.sse_counts_interval_s)
-            out.append(self._counts())
+            await asyncio.sleep(self.svc.settings.sse_counts_interval_s)
+            out.append(await self._counts())
         return out, False
 
 
-def queue_events(request: Request, svc: Services) -> Response:
+async def queue_events(request: Request, svc: Services) -> StreamingResponse:
     settings = svc.settings
     reader = QueueEventReader(settings, list(QueueName), settings.sse_heartbeat_s)
-    try:
-        reader.start_at_end()
-    except BaseException:
-        reader.close()
-        raise
+    await open_reader(reader)
     return sse_response(CountsFollower(svc), reader, settings)

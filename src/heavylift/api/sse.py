@@ -1,15 +1,17 @@
 """Server-Sent Events: framing, and the loop that turns queue events into a streamed response
-with heartbeats."""
+with heartbeats. The loop runs on the server's event loop: an open stream holds a socket and a
+Redis connection, not a thread."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from flask import Response
+import anyio
 from pydantic_core import to_json
+from starlette.responses import StreamingResponse
 
 from heavylift.queue import QueueUnavailableError
 from heavylift.queue.client import REDIS_DOWN_ERRORS
@@ -32,36 +34,49 @@ def sse_event(name: str, data: Any, event_id: str | None = None) -> str:
 
 
 class Follower(Protocol):
-    def opening(self) -> Answer:
+    async def opening(self) -> Answer:
         """What a (re)connecting client gets at once: the current state."""
 
-    def handle(self, events: list[QueueEvent]) -> Answer:
+    async def handle(self, events: list[QueueEvent]) -> Answer:
         """What to send for a batch of queue events (possibly none of them concern us)."""
 
 
-def sse_response(follower: Follower, reader: QueueEventReader, settings: Settings) -> Response:
-    """A streamed answer: functions-framework writes each event as it is yielded (and, seeing a
-    stream, does not try to drain the request body)."""
-    return Response(
-        _stream(follower, reader, settings), mimetype="text/event-stream",
+async def open_reader(reader: QueueEventReader) -> str:
+    """The reader's start position; the reader is closed if Redis fails here."""
+    try:
+        return await reader.start_at_end()
+    except BaseException:
+        await _close(reader)
+        raise
+
+
+def sse_response(follower: Follower, reader: QueueEventReader,
+                 settings: Settings) -> StreamingResponse:
+    """Each event is written as it is produced; the stream ends (and the reader closes) when the
+    follower is done, the client goes away, or SSE_MAX_STREAM_S passes."""
+    return StreamingResponse(
+        _stream(follower, reader, settings), media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-def _stream(follower: Follower, reader: QueueEventReader, settings: Settings) -> Iterator[str]:
+async def _stream(follower: Follower, reader: QueueEventReader,
+                  settings: Settings) -> AsyncIterator[str]:
     heartbeat = settings.sse_heartbeat_s
     try:
-        events, done = follower.opening()
-        yield from events
-        # Bounded so a forgotten tab does not hold a server thread forever; EventSource
+        events, done = await follower.opening()
+        for event in events:
+            yield event
+        # Bounded so a forgotten tab does not hold a connection forever; EventSource
         # reconnects by itself and gets the current state at once.
         deadline = time.monotonic() + settings.sse_max_stream_s
         last_write = time.monotonic()
         while not done and (now := time.monotonic()) < deadline:
-            batch = reader.read(min(last_write + heartbeat, deadline) - now)
-            events, done = follower.handle(batch) if batch else ([], False)
+            batch = await reader.read(min(last_write + heartbeat, deadline) - now)
+            events, done = await follower.handle(batch) if batch else ([], False)
             if events:
-                yield from events
+                for event in events:
+                    yield event
                 last_write = time.monotonic()
             elif time.monotonic() - last_write >= heartbeat * 0.99:
                 yield PING
@@ -71,4 +86,10 @@ def _stream(follower: Follower, reader: QueueEventReader, settings: Settings) ->
         log.warning("event stream ended: Redis unavailable",
                     extra={"event": "sse_ended", "error": str(error)})
     finally:
-        reader.close()
+        await _close(reader)
+
+
+async def _close(reader: QueueEventReader) -> None:
+    # Shielded: a client that went away cancels the stream, and the close must still run.
+    with anyio.CancelScope(shield=True):
+        await reader.close()

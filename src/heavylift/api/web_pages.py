@@ -39,7 +39,8 @@ def _page(request: Request, svc: Services, render: Callable[[], str]) -> Respons
         remember_key(response, request, key)
         return response
     try:
-        require_api_key(request, svc.settings, allow_query=True)
+        require_api_key(request.headers, request.args, request.cookies, svc.settings,
+                        allow_query=True)
     except ApiError as error:
         login = _templates.get_template("login.html")
         return _html(login.render(error=error.message, path=request.path), error.status)

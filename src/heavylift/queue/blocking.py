@@ -1,6 +1,6 @@
-"""A synchronous facade over `Queues` for code that is not asyncio (the HTTP functions run under
-gunicorn threads). One event loop thread per process owns the Redis connections, so every request
-reuses them instead of connecting per call.
+"""`Queues` for code outside its event loop: request threads (`run`) and the api's own event loop
+(`arun`). One event loop thread per process owns the Redis connections, so every request reuses
+them instead of connecting per call.
 """
 
 from __future__ import annotations
@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from typing import TypeVar
 
 from heavylift.queue.client import REDIS_DOWN_ERRORS, Queues, QueueUnavailableError
@@ -75,11 +77,35 @@ class BlockingQueues:
             return self._loop, self._queues
 
     def run(self, operation: Callable[[Queues], Awaitable[T]]) -> T:
-        """Run one operation; Redis down or too slow raises QueueUnavailableError (at once while
-        the breaker is open)."""
+        """Run one operation from a thread; Redis down or too slow raises QueueUnavailableError
+        (at once while the breaker is open)."""
+        with self._breaker_guard():
+            future = self._submit(operation)
+            try:
+                return future.result(timeout=self.timeout_s)
+            except FutureTimeout:
+                future.cancel()
+                raise self._too_slow() from None
+            except REDIS_DOWN_ERRORS as error:
+                raise QueueUnavailableError(f"Redis unavailable: {error}") from None
+
+    async def arun(self, operation: Callable[[Queues], Awaitable[T]]) -> T:
+        """`run` for a coroutine on another event loop: it awaits, holding no thread."""
+        with self._breaker_guard():
+            future = self._submit(operation)
+            try:
+                return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+            except TimeoutError:
+                future.cancel()
+                raise self._too_slow() from None
+            except REDIS_DOWN_ERRORS as error:
+                raise QueueUnavailableError(f"Redis unavailable: {error}") from None
+
+    @contextmanager
+    def _breaker_guard(self) -> Iterator[None]:
         self.breaker.enter()
         try:
-            result = self._run(operation)
+            yield
         except QueueUnavailableError:
             self.breaker.failed()
             raise
@@ -87,24 +113,17 @@ class BlockingQueues:
             self.breaker.succeeded()  # Redis answered; the operation itself failed
             raise
         self.breaker.succeeded()
-        return result
 
-    def _run(self, operation: Callable[[Queues], Awaitable[T]]) -> T:
+    def _submit(self, operation: Callable[[Queues], Awaitable[T]]) -> Future[T]:
         loop, queues = self._ensure_loop()
 
         async def call() -> T:
             return await operation(queues)
 
-        future = asyncio.run_coroutine_threadsafe(call(), loop)
-        try:
-            return future.result(timeout=self.timeout_s)
-        except FutureTimeout:
-            future.cancel()
-            raise QueueUnavailableError(
-                f"Redis did not answer within {self.timeout_s:g}s"
-            ) from None
-        except REDIS_DOWN_ERRORS as error:
-            raise QueueUnavailableError(f"Redis unavailable: {error}") from None
+        return asyncio.run_coroutine_threadsafe(call(), loop)
+
+    def _too_slow(self) -> QueueUnavailableError:
+        return QueueUnavailableError(f"Redis did not answer within {self.timeout_s:g}s")
 
     def close(self) -> None:
         with self._lock:

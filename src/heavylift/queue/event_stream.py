@@ -1,9 +1,10 @@
-"""Reading BullMQ's per-queue event streams (`<prefix>:<queue>:events`) from a thread.
+"""Reading BullMQ's per-queue event streams (`<prefix>:<queue>:events`) on the api's event loop.
 
 Every state change and progress update of a job is XADDed there by bullmq's own Lua scripts, so a
 reader that XREADs with BLOCK wakes on the next event and otherwise costs one command per block
-timeout: no polling of job hashes. One plain synchronous Redis connection per reader, because a
-blocked XREAD holds its connection (it must not be the shared bullmq one).
+timeout: no polling of job hashes. One asyncio Redis connection per reader, because a blocked
+XREAD holds its connection (it must not be the shared bullmq one); while it waits, it holds no
+thread.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
+import redis.asyncio as aioredis
 
 from heavylift.queue.client import REDIS_DOWN_ERRORS, QueueUnavailableError
 from heavylift.queue.names import QueueName
@@ -48,29 +49,29 @@ class QueueEventReader:
                  longest_block_s: float) -> None:
         self._queues = {events_key(settings, name): name for name in queues}
         # The socket must outwait the longest XREAD BLOCK, or a quiet stream looks like an outage.
-        self._redis = redis.Redis.from_url(
+        self._redis = aioredis.Redis.from_url(
             settings.redis_connection_url(), decode_responses=True,
             socket_timeout=longest_block_s + settings.redis_op_timeout_s,
             socket_connect_timeout=settings.redis_op_timeout_s,
         )
         self._positions: dict[str, str] = {}
 
-    def start_at_end(self) -> str:
+    async def start_at_end(self) -> str:
         """Remember where each stream ends now; returns the (first) queue's last id. Call it
         before reading a snapshot of the jobs, so no event after the snapshot is missed."""
         try:
             for key in self._queues:
-                last: Any = self._redis.xrevrange(key, count=1)
+                last: Any = await self._redis.xrevrange(key, count=1)
                 self._positions[key] = last[0][0] if last else _EMPTY_STREAM
         except REDIS_DOWN_ERRORS as error:
             raise QueueUnavailableError(f"Redis unavailable: {error}") from None
         return next(iter(self._positions.values()))
 
-    def read(self, block_s: float) -> list[QueueEvent]:
+    async def read(self, block_s: float) -> list[QueueEvent]:
         """The events after the last ones read, waiting up to `block_s` for the first."""
         # BLOCK 0 would wait forever: at least 1 ms.
         streams: dict[Any, Any] = dict(self._positions)
-        answer: Any = self._redis.xread(streams, block=max(1, int(block_s * 1000)))
+        answer: Any = await self._redis.xread(streams, block=max(1, int(block_s * 1000)))
         events: list[QueueEvent] = []
         for key, entries in answer or []:
             for entry_id, fields in entries:
@@ -79,5 +80,5 @@ class QueueEventReader:
                 self._positions[key] = entries[-1][0]
         return events
 
-    def close(self) -> None:
-        self._redis.close()
+    async def close(self) -> None:
+        await self._redis.aclose()
