@@ -165,22 +165,25 @@ class FunctionServer:
     signature: str = "http"
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[Any] | None = None
+    # Another checkout with its own .venv (bench baselines): its functions, its packages.
+    root: Path = ROOT
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> FunctionServer:
-        binary = shutil.which("functions-framework", path=str(Path(sys.executable).parent))
+        bin_dir = Path(sys.executable).parent if self.root == ROOT else self.root / ".venv/bin"
+        binary = shutil.which("functions-framework", path=str(bin_dir))
         if binary is None:
             raise RuntimeError("functions-framework is not installed: pip install -e '.[local]'")
         env = child_env(**{"PUBLIC_BASE_URL": self.url, **self.env})
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.process = spawn(
-                [binary, "--source", str(FUNCTIONS_SOURCE), "--target", self.target,
-                 "--host", "127.0.0.1", "--port", str(self.port),
-                 "--signature-type", self.signature], env, out)
+                [binary, "--source", str(self.root / FUNCTIONS_SOURCE.relative_to(ROOT)),
+                 "--target", self.target, "--host", "127.0.0.1", "--port", str(self.port),
+                 "--signature-type", self.signature], env, out, cwd=self.root)
         _started(self.process, self.port, self.target, self.log)
         return self
 

@@ -52,6 +52,7 @@ locals {
     REDIS_BREAKER_S       = "2"
     MAX_URL_BYTES         = "8192"
     MAX_JSON_DEPTH        = "32"
+    BODY_IDLE_TIMEOUT_S   = "30"
 
     # Live progress and pages. An SSE stream ends well before the function's request timeout;
     # EventSource reconnects and resumes from Last-Event-ID.

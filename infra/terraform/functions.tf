@@ -13,6 +13,8 @@ locals {
       memory        = "1Gi" # /tmp is in memory: a spooled 32 MB body lives here
       ingress       = var.api_ingress
       event_trigger = false
+      # ASGI (uvicorn): an open SSE stream or a slow client is a request but holds no thread.
+      concurrency = var.api_request_concurrency
     }
     on_upload_finalized = {
       name          = "on-upload-finalized"
@@ -21,6 +23,7 @@ locals {
       # Eventarc's Pub/Sub push counts as internal traffic; nothing else may call it.
       ingress       = "ALLOW_INTERNAL_ONLY"
       event_trigger = true
+      concurrency   = 8 # gunicorn's threads: one per request
     }
   }
 }
@@ -51,7 +54,7 @@ resource "google_cloudfunctions2_function" "fn" {
     available_cpu                    = "1"
     available_memory                 = each.value.memory
     timeout_seconds                  = 300
-    max_instance_request_concurrency = 8
+    max_instance_request_concurrency = each.value.concurrency
     ingress_settings                 = each.value.ingress
     all_traffic_on_latest_revision   = true
     service_account_email            = google_service_account.functions.email

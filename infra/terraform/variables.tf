@@ -195,6 +195,16 @@ variable "api_max_instances" {
   }
 }
 
+variable "api_request_concurrency" {
+  description = "Requests one api instance takes at once, open SSE streams included (they hold no thread under the ASGI server)."
+  type        = number
+  default     = 250
+  validation {
+    condition     = var.api_request_concurrency >= 1 && var.api_request_concurrency <= 1000
+    error_message = "api_request_concurrency must be between 1 and 1000."
+  }
+}
+
 variable "event_max_instances" {
   description = "Upper bound of on_upload_finalized instances."
   type        = number

@@ -207,7 +207,7 @@ class Settings(BaseSettings):
     )
     sse_max_stream_s: float = Field(
         600.0, gt=0, description="SSE: a stream ends after this long (EventSource reconnects), so"
-        " no server thread is held forever.",
+        " no connection is held forever.",
     )
     sse_counts_interval_s: float = Field(
         0.5, ge=0, le=10, description="Dashboard stream: at most one counts update this often.",

@@ -5,6 +5,7 @@ or stalled client costs a socket and a coroutine. Bodies go to a spooled file (m
 from __future__ import annotations
 
 import asyncio
+import io
 import tempfile
 from typing import IO
 
@@ -31,7 +32,9 @@ async def read_body(request: Request, limit: int, idle_timeout_s: float) -> tupl
     """The whole body (at most `limit` bytes) in a file at position 0, and its size. A client
     that sends nothing for `idle_timeout_s` gets 408; one that sends more than `limit` (chunked,
     or past its Content-Length) gets 413."""
-    declared_length(request, limit)
+    declared = declared_length(request, limit)
+    if declared == 0 or (declared is None and "transfer-encoding" not in request.headers):
+        return io.BytesIO(), 0  # no body (most GETs): nothing to wait for
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_IN_MEMORY)  # noqa: SIM115
     size = 0
     chunks = request.stream().__aiter__()
