@@ -67,6 +67,9 @@ locals {
     TOKENIZER_ENCODING     = "cl100k_base"
     EXTRACT_TIMEOUT_S      = "600"
     PDF_REOPEN_PAGES       = "500"
+    POOL_MEMORY_MB         = "512"
+    PDF_PAGE_DECODED_MB    = "64"
+    PDF_DOCUMENT_DECODED_MB = "256"
     OPENAI_CHAT_MODEL      = var.openai_chat_model
     OPENAI_EMBEDDING_MODEL = var.openai_embedding_model
     OPENAI_MAX_RETRIES     = "5"
