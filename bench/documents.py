@@ -110,7 +110,7 @@ async def run_pipeline(pdf: Path, warmup: Path, options: dict[str, bool]) -> dic
     from heavylift.settings import load_settings
 
     settings = load_settings()
-    pool = CpuPool(settings.cpu_workers)
+    pool = CpuPool(settings.cpu_workers, settings.pool_memory_mb)
     resources = Resources(settings)
     try:
         # A worker's pool is warm: its processes exist and have imported the stages' modules.

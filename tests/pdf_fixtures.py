@@ -9,9 +9,12 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
+import zlib
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from PIL import Image, ImageDraw
@@ -104,3 +107,70 @@ def encrypted_copy(source: Path, target: Path, user_password: str, algorithm: st
     writer.encrypt(user_password=user_password, owner_password="owner-secret", algorithm=algorithm)
     writer.write(target)
     return target
+
+
+GIB = 1 << 30
+_SEGMENT = 1 << 20
+
+
+def repeated_deflated(size: int, fill: bytes = b"\0") -> bytes:
+    """A zlib stream that inflates to `size` copies of the byte `fill`, built in milliseconds
+    without compressing them: a fully flushed deflate segment (it references nothing before it)
+    of 1 MiB of `fill`, repeated, with the Adler-32 of the whole computed by formula."""
+    count, rest = divmod(size, _SEGMENT)
+    raw = zlib.compressobj(9, zlib.DEFLATED, -15)
+    segment = raw.compress(fill * _SEGMENT) + raw.flush(zlib.Z_FULL_FLUSH)
+    tail = raw.compress(fill * rest) + raw.flush()
+    byte = fill[0]
+    low = (1 + size * byte) % 65521
+    high = (size + byte * (size * (size + 1) // 2)) % 65521
+    return b"\x78\xda" + segment * count + tail + struct.pack(">I", high << 16 | low)
+
+
+BombKind = Literal["content", "image"]
+
+
+def bomb_pdf(path: Path, decoded: int = 4 * GIB, kind: BombKind = "content") -> Path:
+    """A few-KB one-page PDF whose single stream inflates to `decoded` bytes: FlateDecode twice
+    (the only way to a ratio beyond zlib's ~1,000:1). "content": the page's content stream (NUL
+    bytes, which PDF reads as whitespace); "image": an 8-bit grey image XObject the page draws,
+    of `decoded` pixels."""
+    body = zlib.compress(repeated_deflated(decoded), 9)
+    if kind == "content":
+        stream_dict = b"<< /Length %d /Filter [/FlateDecode /FlateDecode] >>" % len(body)
+        content, resources = b"", b"<< >>"
+    else:
+        width = 1 << 16
+        stream_dict = (b"<< /Type /XObject /Subtype /Image /Width %d /Height %d"
+                       b" /ColorSpace /DeviceGray /BitsPerComponent 8 /Length %d"
+                       b" /Filter [/FlateDecode /FlateDecode] >>"
+                       % (width, decoded // width, len(body)))
+        content, resources = b"q 612 0 0 792 0 0 cm /Im1 Do Q", b"<< /XObject << /Im1 5 0 R >> >>"
+    stream = stream_dict + b"\nstream\n" + body + b"\nendstream"
+    page_contents = stream if kind == "content" else (
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
+        b" /Resources " + resources + b" >>",
+        page_contents,
+        *([stream] if kind == "image" else []),
+    ]
+    path.write_bytes(_pdf_file(objects))
+    return path
+
+
+def _pdf_file(objects: list[bytes]) -> bytes:
+    """A PDF of `objects` (numbered from 1) with a correct cross-reference table."""
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1, xref)
+    return bytes(out)

@@ -62,18 +62,21 @@ locals {
     UPLOAD_PAGE_SIGNED_THRESHOLD_BYTES = tostring(8 * 1024 * 1024)
 
     # Documents and AI (the OpenAI key itself is a secret below).
-    PDF_ENGINE             = "pypdfium2"
-    CHUNK_TOKENS           = "500"
-    CHUNK_OVERLAP          = "50"
-    TOKENIZER_ENCODING     = "cl100k_base"
-    EXTRACT_TIMEOUT_S      = "600"
-    PDF_REOPEN_PAGES       = "500"
-    OPENAI_CHAT_MODEL      = var.openai_chat_model
-    OPENAI_EMBEDDING_MODEL = var.openai_embedding_model
-    OPENAI_MAX_RETRIES     = "5"
-    OPENAI_TIMEOUT_S       = "120"
-    OPENAI_RETRY_S         = "60"
-    JOB_TOKEN_BUDGET       = tostring(var.job_token_budget)
+    PDF_ENGINE              = "pypdfium2"
+    CHUNK_TOKENS            = "500"
+    CHUNK_OVERLAP           = "50"
+    TOKENIZER_ENCODING      = "cl100k_base"
+    EXTRACT_TIMEOUT_S       = "600"
+    PDF_REOPEN_PAGES        = "500"
+    POOL_MEMORY_MB          = "512"
+    PDF_PAGE_DECODED_MB     = "64"
+    PDF_DOCUMENT_DECODED_MB = "256"
+    OPENAI_CHAT_MODEL       = var.openai_chat_model
+    OPENAI_EMBEDDING_MODEL  = var.openai_embedding_model
+    OPENAI_MAX_RETRIES      = "5"
+    OPENAI_TIMEOUT_S        = "120"
+    OPENAI_RETRY_S          = "60"
+    JOB_TOKEN_BUDGET        = tostring(var.job_token_budget)
 
     # Dataset sync (BigQuery jobs run in our project; the source may live in another).
     BQ_PROJECT           = var.project_id

@@ -338,6 +338,31 @@ class Settings(BaseSettings):
         description="HTTP: a request body that sends nothing for this long gets 408.",
     )
 
+    # --- Issue 13: hostile files fail fast ---
+    # A 10 KB PDF whose content stream inflates to 4 GiB took 5.2 GB in a pool process. Each pool
+    # process is capped (runtime.offload) and extraction has a decoded-size budget
+    # (documents.budget); either fails the job at once, naming the limit, with no retry.
+    pool_memory_mb: int = Field(
+        512, ge=128, le=65_536,
+        description="Memory cap (RLIMIT_DATA) of each CPU-pool process; a task over it fails"
+        " as out of memory, without retry. Worker memory is about 200 MB + CPU_WORKERS x this.",
+    )
+    pdf_page_decoded_mb: int = Field(
+        64, ge=1, le=4096,
+        description="Most MB one PDF stream may decode to (pypdf engine) and most characters"
+        " (millions) of one page's text; a page over it fails the job.",
+    )
+    pdf_document_decoded_mb: int = Field(
+        256, ge=1, le=65_536,
+        description="Most characters (millions) of text one document may yield.",
+    )
+
+    @model_validator(mode="after")
+    def _budget_within_memory(self) -> Settings:
+        if self.pdf_page_decoded_mb >= self.pool_memory_mb:
+            raise ValueError("PDF_PAGE_DECODED_MB must be below POOL_MEMORY_MB")
+        return self
+
 
 def _one_line(error: ValidationError) -> str:
     field, message = first_problem(error)

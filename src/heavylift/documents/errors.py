@@ -30,3 +30,7 @@ class UnsupportedTypeError(DocumentError):
 
 class ExtractionTimeoutError(DocumentError):
     default_message = "Reading the document's text took longer than the time limit."
+
+
+class DecodedSizeLimitError(DocumentError):
+    default_message = "The document decodes to more data than the limit allows."

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from heavylift.documents.budget import DecodeBudget
 from heavylift.documents.detect import DocumentType, detect_type
 from heavylift.documents.errors import EmptyDocumentError
 from heavylift.documents.jsonl import write_jsonl
@@ -48,11 +49,12 @@ def extract_pages(
     *,
     shard: Shard = WHOLE,
     reopen_every: int = REOPEN_EVERY,
+    budget: DecodeBudget | None = None,
     report: ProgressReport | None = None,
 ) -> ExtractResult:
     """Pages of the document at `path` (of one shard of a PDF's pages, to extract in parallel);
-    raises a DocumentError subclass for unusable files."""
-    extraction = _extraction(path, engine, shard, reopen_every, report)
+    raises a DocumentError subclass for unusable files (or ones over `budget`)."""
+    extraction = _extraction(path, engine, shard, reopen_every, budget, report)
     pages = list(extraction.pages)
     return ExtractResult(
         document_type=extraction.document_type,
@@ -77,6 +79,7 @@ def _extraction(
     engine: PdfEngine,
     shard: Shard,
     reopen_every: int,
+    budget: DecodeBudget | None,
     report: ProgressReport | None,
 ) -> _Extraction:
     document_type = detect_type(path)
@@ -84,6 +87,8 @@ def _extraction(
         if shard != WHOLE:
             raise ValueError("only PDF pages can be extracted in shards")
         pages = _text_pages(path)
+        if budget is not None:
+            budget.check_document(sum(page.chars for page in pages))
         if report is not None:
             report(1.0)
         return _Extraction(document_type, "text", len(pages), iter(pages), [])
@@ -93,17 +98,24 @@ def _extraction(
         # pypdf adds ~25 MB of imports to every process: load it only when it is chosen.
         from heavylift.documents.pdf_pypdf import open_pypdf
 
-        source = open_pypdf(path, shard)
+        source = open_pypdf(path, shard, budget)
     needs_ocr: list[int] = []
-    return _Extraction(
-        document_type, engine, source.page_count, _normalized(source, report, needs_ocr), needs_ocr
-    )
+    normalized = _normalized(source, budget, report, needs_ocr)
+    return _Extraction(document_type, engine, source.page_count, normalized, needs_ocr)
 
 
 def _normalized(
-    source: PageSource, report: ProgressReport | None, needs_ocr: list[int]
+    source: PageSource,
+    budget: DecodeBudget | None,
+    report: ProgressReport | None,
+    needs_ocr: list[int],
 ) -> Iterator[Page]:
+    chars = 0
     for raw in _reporting(source, report):
+        if budget is not None:
+            chars += len(raw.text)
+            budget.check_page(raw.number, len(raw.text))
+            budget.check_document(chars)
         text = normalize_text(raw.text)
         if raw.has_images:
             needs_ocr.append(raw.number)
@@ -153,11 +165,12 @@ def extract_to_jsonl(
     engine: PdfEngine,
     shard: Shard = WHOLE,
     reopen_every: int = REOPEN_EVERY,
+    budget: DecodeBudget | None = None,
     report: ProgressReport | None = None,
 ) -> ExtractSummary:
     """Process-pool entry point: one shard's pages written to `out` as JSON Lines, as they are
     read (a shard's pages never sit in memory all at once)."""
-    extraction = _extraction(path, engine, shard, reopen_every, report)
+    extraction = _extraction(path, engine, shard, reopen_every, budget, report)
     text_pages = chars = 0
 
     def counted(pages: Iterator[Page]) -> Iterator[Page]:

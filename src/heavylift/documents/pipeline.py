@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from heavylift.ai.base import BudgetExceededError
 from heavylift.documents.analyze import AnalysisSummary, analyze_jsonl
+from heavylift.documents.budget import DecodeBudget
 from heavylift.documents.chunk import ChunkSummary, chunk_jsonl
 from heavylift.documents.detect import DocumentType, detect_type
 from heavylift.documents.embed import EmbeddingSummary, embed_jsonl
@@ -49,6 +50,7 @@ from heavylift.documents.store import (
 )
 from heavylift.runtime import metrics
 from heavylift.runtime.context import JobContext, PermanentJobError
+from heavylift.runtime.offload import PoolMemoryError
 from heavylift.settings import Settings
 from heavylift.storage import ObjectInfo, ObjectNotFoundError, ObjectStore, StorageError
 
@@ -181,6 +183,7 @@ class _Run:
         # the only way to use more than one core on one PDF.
         shards = self.settings.cpu_workers if kind is DocumentType.PDF else 1
         fractions = [0.0] * shards
+        budget = DecodeBudget.of(self.settings)
 
         def tracker(index: int) -> Callable[[float], None]:
             def on_progress(fraction: float) -> None:
@@ -198,6 +201,7 @@ class _Run:
                     engine=self.settings.pdf_engine,
                     shard=(index, shards),
                     reopen_every=self.settings.pdf_reopen_pages,
+                    budget=budget,
                     on_progress=tracker(index),
                     timeout_s=self.settings.extract_timeout_s,
                 )
@@ -216,6 +220,7 @@ class _Run:
                 raise outcome
             summaries.append(outcome)
         merged = _merge(summaries)
+        budget.check_document(merged.chars)  # each shard kept to the whole budget only
         if not merged.text_pages and not merged.needs_ocr:
             raise EmptyDocumentError("The document contains no text.")
         parts = [self.files.local(f"pages-{index}.jsonl") for index in range(shards)]
@@ -396,4 +401,6 @@ def _permanent_reason(error: Exception) -> str | None:
     """The failedReason of an error no retry can fix, or None for one worth retrying."""
     if isinstance(error, DocumentError | BudgetExceededError):
         return str(error)
+    if isinstance(error, PoolMemoryError):
+        return f"The document could not be processed within its memory limit. {error}"
     return None

@@ -3,6 +3,13 @@
 A job that blocks the loop stops lock renewal and is declared stalled (it would run twice), so
 PDF parsing, chunking and embedding go through `CpuPool.run`. Progress comes back over a pipe that
 the loop watches with `add_reader`: no polling.
+
+Each pool process runs under a memory cap (RLIMIT_DATA, POOL_MEMORY_MB): a hostile input (a PDF
+whose streams inflate to gigabytes) ends that task, not the worker and every job on its instance.
+A task over the cap fails as PoolMemoryError (no retry: the same input needs the same memory),
+whether Python saw the MemoryError or the process died (native code aborts when an allocation
+fails; the kernel's OOM killer sends SIGKILL). Tasks only caught in the broken pool (queued, or
+running in a sibling the pool terminated) run again on a fresh pool.
 """
 
 from __future__ import annotations
@@ -11,12 +18,18 @@ import asyncio
 import contextlib
 import ctypes
 import multiprocessing
+import os
+import resource
 import signal
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import Connection
-from typing import Any, ParamSpec, TypeVar
+from multiprocessing.process import BaseProcess
+from typing import Any, NamedTuple, ParamSpec, TypeVar
+
+from bullmq.custom_errors import UnrecoverableError
 
 from heavylift.memory import release_memory
 
@@ -26,13 +39,37 @@ T = TypeVar("T")
 ProgressCallback = Callable[[float], None]
 _PR_SET_PDEATHSIG = 1
 _BACKSTOP_S = 60.0
+# How a process over its memory cap dies: abort() from native code whose allocation failed
+# (pdfium), or SIGKILL from the kernel's OOM killer.
+_OUT_OF_MEMORY_SIGNALS = {-signal.SIGABRT, -signal.SIGKILL}
 
 
-def _die_with_parent() -> None:
-    """A worker killed with SIGKILL must not leave CPU jobs running in orphaned children."""
+class PoolMemoryError(UnrecoverableError):  # type: ignore[misc]
+    """A pool task needed more memory than POOL_MEMORY_MB allows; retrying cannot help."""
+
+    def __init__(self, memory_mb: int | None) -> None:
+        cap = f"the memory cap of POOL_MEMORY_MB={memory_mb}" if memory_mb else "the memory"
+        super().__init__(f"Out of memory: the task needed more than {cap} (MB per CPU process).")
+
+
+def _start_child(memory_mb: int | None) -> None:
+    """A worker killed with SIGKILL must not leave CPU jobs running in orphaned children; no
+    child may take more than its share of the instance's memory."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when work stops
+    if memory_mb:
+        # RLIMIT_DATA, not RLIMIT_AS: it counts the heap and private writable mappings (what a
+        # decoded stream fills) but not reserved address space (thread stacks, allocator
+        # arenas, PartitionAlloc's reservations), which is large and mostly never used.
+        limit = memory_mb << 20
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+class _Started(NamedTuple):
+    """The first message of every task: which pool process runs it."""
+
+    pid: int
 
 
 class Reporter:
@@ -42,7 +79,7 @@ class Reporter:
         self._conn = conn
 
     def __call__(self, fraction: float) -> None:
-        self._conn.send(fraction)
+        self._conn.send(float(fraction))
 
 
 def _overrun(signum: int, frame: Any) -> None:
@@ -58,6 +95,7 @@ def _call_with_reporter(
 ) -> T:
     # The limit runs in the child from the moment the task starts: time spent waiting for a free
     # pool process does not count, and an overrun ends this task only, not its neighbours'.
+    conn.send(_Started(os.getpid()))
     if timeout_s:
         signal.signal(signal.SIGALRM, _overrun)
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
@@ -73,9 +111,14 @@ def _call_with_reporter(
 class CpuPool:
     """A lazily started process pool; rebuilt when a child dies or a job overruns its limit."""
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, memory_mb: int | None = None) -> None:
         self.processes = processes
+        self.memory_mb = memory_mb  # per process; None: uncapped
         self._executor: ProcessPoolExecutor | None = None
+        self._killed: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()  # by `kill`
+        # A broken pool's processes, kept for every task it failed (shutdown forgets them).
+        self._broken: weakref.WeakKeyDictionary[ProcessPoolExecutor, dict[int, BaseProcess]] = (
+            weakref.WeakKeyDictionary())
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -85,7 +128,8 @@ class CpuPool:
                 # (its children are not ours, so PDEATHSIG would tie them to the fork server,
                 # which outlives a SIGKILLed worker).
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_die_with_parent,
+                initializer=_start_child,
+                initargs=(self.memory_mb,),
             )
         return self._executor
 
@@ -98,11 +142,25 @@ class CpuPool:
         **kwargs: Any,
     ) -> T:
         """Run `fn(*args, report=..., **kwargs)` in a child process and await its result."""
+        try:
+            return await self._run(fn, args, kwargs, on_progress, timeout_s)
+        except _CaughtInBrokenPool:  # not this task's fault: once more, on a fresh pool
+            return await self._run(fn, args, kwargs, on_progress, timeout_s)
+
+    async def _run(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        on_progress: ProgressCallback | None,
+        timeout_s: float | None,
+    ) -> T:
         loop = asyncio.get_running_loop()
         receiver, sender = multiprocessing.Pipe(duplex=False)
+        task = _Task(on_progress)
 
         def on_readable() -> None:
-            if not _deliver(receiver, on_progress):
+            if not task.deliver(receiver):
                 loop.remove_reader(receiver.fileno())
 
         loop.add_reader(receiver.fileno(), on_readable)
@@ -116,8 +174,11 @@ class CpuPool:
             )
             try:
                 return await asyncio.wait_for(future, backstop)
+            except MemoryError:
+                raise PoolMemoryError(self.memory_mb) from None
             except BrokenProcessPool:
-                self.kill(executor)
+                task.deliver(receiver)  # which process ran it, if it started
+                await self._blame(executor, task.pid)
                 raise
             except TimeoutError:
                 if not future.done():  # stuck in native code: only a kill stops it
@@ -126,11 +187,30 @@ class CpuPool:
         finally:
             with contextlib.suppress(ValueError, OSError):
                 loop.remove_reader(receiver.fileno())
-            _deliver(receiver, on_progress)
+            task.deliver(receiver)
             receiver.close()
             sender.close()
 
-    def kill(self, executor: ProcessPoolExecutor | None = None) -> None:
+    async def _blame(self, executor: ProcessPoolExecutor, pid: int | None) -> None:
+        """A broken pool: raise PoolMemoryError if this task's process died of memory,
+        _CaughtInBrokenPool if another's death took this task down; return for any other
+        crash (the caller re-raises BrokenProcessPool). `kill`'s victims are no one's fault."""
+        if executor in self._killed:
+            return
+        if executor not in self._broken:
+            self._broken[executor] = dict(getattr(executor, "_processes", None) or {})
+        processes = self._broken[executor]
+        self.kill(executor, terminate=False)  # the pool terminates its other processes itself
+        process = processes.get(pid) if pid is not None else None
+        if process is None:  # queued, not started: nothing of it ran
+            raise _CaughtInBrokenPool("the pool broke before this task started")
+        await asyncio.to_thread(process.join, 5.0)
+        if process.exitcode == -signal.SIGTERM:  # terminated because a sibling died
+            raise _CaughtInBrokenPool("another process of the pool died")
+        if process.exitcode in _OUT_OF_MEMORY_SIGNALS:
+            raise PoolMemoryError(self.memory_mb)
+
+    def kill(self, executor: ProcessPoolExecutor | None = None, terminate: bool = True) -> None:
         """Stop every child now (shutdown hand-back, a broken or stuck pool); the next `run`
         starts a new pool. With `executor`, only if that pool is still the current one."""
         if executor is not None and executor is not self._executor:
@@ -138,19 +218,35 @@ class CpuPool:
         executor, self._executor = self._executor, None
         if executor is None:
             return
-        for process in list(getattr(executor, "_processes", {}).values()):
-            with contextlib.suppress(OSError):
-                process.kill()
+        if terminate:
+            self._killed.add(executor)
+            for process in list(getattr(executor, "_processes", {}).values()):
+                with contextlib.suppress(OSError):
+                    process.kill()
         executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _deliver(receiver: Connection, on_progress: ProgressCallback | None) -> bool:
-    """Hand every queued progress message to the callback; False once the pipe is closed."""
-    try:
-        while receiver.poll():
-            value = receiver.recv()
-            if on_progress is not None:
-                on_progress(float(value))
-    except (EOFError, OSError):
-        return False
-    return True
+class _CaughtInBrokenPool(BrokenProcessPool):
+    """This task did not break the pool: another task's process died under it (a second time,
+    callers see the BrokenProcessPool it is)."""
+
+
+class _Task:
+    """One run's view of its pipe: progress for the callback, and the process running it."""
+
+    def __init__(self, on_progress: ProgressCallback | None) -> None:
+        self.on_progress = on_progress
+        self.pid: int | None = None
+
+    def deliver(self, receiver: Connection) -> bool:
+        """Handle every queued message; False once the pipe is closed."""
+        try:
+            while receiver.poll():
+                value = receiver.recv()
+                if isinstance(value, _Started):
+                    self.pid = value.pid
+                elif self.on_progress is not None:
+                    self.on_progress(value)
+        except (EOFError, OSError):
+            return False
+        return True

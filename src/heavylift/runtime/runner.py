@@ -109,7 +109,7 @@ class WorkerRuntime:
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
-        self.cpu = CpuPool(settings.cpu_workers)
+        self.cpu = CpuPool(settings.cpu_workers, settings.pool_memory_mb)
         self.resources = Resources(settings)
         self.redis = RedisWatch(settings)
         self.queues = Queues(settings)  # counts for /metrics
