@@ -34,9 +34,7 @@ def stack_fixture(
     workdir = tmp_path_factory.mktemp("live")
     redis_server.flush()
     env = {"REDIS_URL": redis_server.url, "STORAGE_URL": f"file://{workdir / 'objects'}",
-           "SSE_HEARTBEAT_S": "1", "SSE_COUNTS_INTERVAL_S": "0.2", "BACKOFF_BASE_MS": "200",
-           # Each open event stream holds a server thread.
-           "THREADS": "16"}
+           "SSE_HEARTBEAT_S": "1", "SSE_COUNTS_INTERVAL_S": "0.2", "BACKOFF_BASE_MS": "200"}
     api = start_api(env, workdir)
     worker = WorkerProcess(redis_server.url, STORAGE_URL=env["STORAGE_URL"],
                            BACKOFF_BASE_MS="200").wait_ready()

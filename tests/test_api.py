@@ -282,7 +282,8 @@ def test_unknown_job_and_route(local: Api) -> None:
 
 def test_upload_url_validation(local: Api) -> None:
     url = local.url("/api/documents/upload-url")
-    malformed = local.session.post(url, data=b"{not json", timeout=10)
+    malformed = local.session.post(url, data=b"{not json", timeout=10,
+                                   headers={"Content-Type": "application/json"})
     assert malformed.status_code == 400 and malformed.json()["code"] == "malformed_json"
     too_big = local.session.post(url, json={"filename": "x.pdf", "size": 51 * 1024 * 1024,
                                             "contentType": "application/pdf"}, timeout=10)

@@ -105,7 +105,8 @@ def test_unknown_dataset_and_malformed_json(fresh: Api) -> None:
     missing = fresh.session.post(fresh.url(SYNC), json=body(datasetId="no_such_dataset"),
                                  timeout=60)
     assert missing.status_code == 404 and missing.json()["code"] == "source_not_found"
-    malformed = fresh.session.post(fresh.url(SYNC), data=b"{nope", timeout=10)
+    malformed = fresh.session.post(fresh.url(SYNC), data=b"{nope", timeout=10,
+                                   headers={"Content-Type": "application/json"})
     assert malformed.status_code == 400 and malformed.json()["code"] == "malformed_json"
     unknown = fresh.session.get(fresh.url(SYNC), params={"jobId": "ds-nope"}, timeout=10)
     assert unknown.status_code == 404

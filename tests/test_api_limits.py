@@ -20,6 +20,7 @@ from tests.api_server import Api, start_api
 
 UPLOAD = "/api/documents/async-upload"
 UPLOAD_URL = "/api/documents/upload-url"
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_long_url_is_414_in_process(settings: Settings, monkeypatch: pytest.Monk
             assert client.get(UPLOAD, params={"x": "a" * 1900}).status_code == 200
             over = client.get(UPLOAD, params={"x": "a" * 2100})
             assert over.status_code == 414 and over.json()["code"] == "uri_too_long"
-            deep = client.post(UPLOAD_URL, content=b"[" * 5000 + b"]" * 5000)
+            deep = client.post(UPLOAD_URL, content=b"[" * 5000 + b"]" * 5000, headers=JSON)
             assert deep.status_code == 400 and deep.json()["code"] == "json_too_deep"
     finally:
         reset_services()
@@ -94,14 +95,15 @@ def test_long_url_is_414_in_process(settings: Settings, monkeypatch: pytest.Monk
 
 def test_deep_json_is_400_and_logs_no_traceback(api: Api) -> None:
     for body in (b"[" * 1000 + b"]" * 1000, b'{"a":' * 100_000, b"[" * 10_000_000):
-        response = api.session.post(api.url(UPLOAD_URL), data=body, timeout=30)
+        response = api.session.post(api.url(UPLOAD_URL), data=body, timeout=30, headers=JSON)
         assert response.status_code == 400, response.text
         assert response.json()["code"] == "json_too_deep"
     # 32 levels, brackets inside strings not counted: parsed, then refused as a bad field.
     nested: object = {"filename": "[[[[{{{{" * 20}
     for _ in range(31):
         nested = [nested]
-    parsed = api.session.post(api.url(UPLOAD_URL), data=json.dumps(nested), timeout=10)
+    parsed = api.session.post(api.url(UPLOAD_URL), data=json.dumps(nested), timeout=10,
+                             headers=JSON)
     assert parsed.status_code == 422, parsed.text
     time.sleep(0.2)  # the log writer thread flushes every 50 ms
     log = api.http.log.read_text()

@@ -177,7 +177,8 @@ def test_queue_admin_json_api(stack: Stack) -> None:
     bad_clean = session.post(api.url("/api/queues/diagnostics/clean"),
                              json={"state": "active"}, timeout=5)
     assert bad_clean.status_code == 422
-    malformed = session.post(api.url("/api/queues/diagnostics/clean"), data=b"{", timeout=5)
+    malformed = session.post(api.url("/api/queues/diagnostics/clean"), data=b"{", timeout=5,
+                             headers={"Content-Type": "application/json"})
     assert malformed.status_code == 400
     all_failed = session.post(api.url("/api/queues/diagnostics/retry-failed"), timeout=5).json()
     assert all_failed["success"] and all_failed["retried"] >= 1

@@ -54,6 +54,9 @@ ROUTES: dict[str, tuple[Handler, Access]] = {
     "asset": (web_pages.asset, Access.PAGE),
 }
 
+# Writes whose body is a form upload; every other write takes JSON (heavylift.api.csrf).
+MULTIPART = frozenset({"upload"})
+
 # Server-Sent Events, served on the event loop (an open stream holds no thread). EventSource
 # cannot send headers: these also take the key as `?key=`.
 STREAMS: dict[str, StreamHandler] = {"job_events": job_events, "queue_events": queue_events}

@@ -16,9 +16,19 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from werkzeug.routing import MapAdapter
 
-from heavylift.api.app import ROUTES, STREAMS, URLS, Access, dispatch, log_request, secure_headers
+from heavylift.api.app import (
+    MULTIPART,
+    ROUTES,
+    STREAMS,
+    URLS,
+    Access,
+    dispatch,
+    log_request,
+    secure_headers,
+)
 from heavylift.api.auth import require_api_key
 from heavylift.api.body import read_body
+from heavylift.api.csrf import check_write
 from heavylift.api.documents import admit_local_put
 from heavylift.api.errors import ApiError, error_response
 from heavylift.api.services import Services, services
@@ -49,6 +59,7 @@ async def _serve(request: Request, svc: Services) -> Response:
     access = ROUTES[endpoint][1]
     if access is Access.KEY:
         _require_key(request, svc, allow_query=False)
+        check_write(request, svc.settings, json_body=endpoint not in MULTIPART)
     elif access is Access.SIGNED:
         admit_local_put(request.headers, request.query_params, svc)
     body, size = await read_body(request, svc.settings.max_upload_bytes + 1024 * 1024,

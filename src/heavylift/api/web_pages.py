@@ -11,7 +11,14 @@ from urllib.parse import urlencode
 from flask import Request, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from heavylift.api.auth import KEY_PARAM, key_is_valid, remember_key, require_api_key
+from heavylift.api.auth import (
+    KEY_PARAM,
+    key_is_valid,
+    presented_key,
+    remember_key,
+    require_api_key,
+)
+from heavylift.api.csrf import csrf_token
 from heavylift.api.errors import ApiError
 from heavylift.api.queue_admin import overview_of
 from heavylift.api.services import Services
@@ -28,9 +35,10 @@ def _html(body: str, status: int = 200) -> Response:
                     headers={"Cache-Control": "no-store"})
 
 
-def _page(request: Request, svc: Services, render: Callable[[], str]) -> Response:
+def _page(request: Request, svc: Services, render: Callable[[str], str]) -> Response:
     """Protected like the API. A valid `?key=` is moved into a cookie (and out of the URL,
-    history and Referer); without a valid key the page asks for one."""
+    history and Referer); without a valid key the page asks for one. `render` gets the page's
+    CSRF token, which its scripts send with every write."""
     key = request.args.get(KEY_PARAM)
     if key is not None and not svc.settings.auth_disabled and key_is_valid(key, svc.settings):
         rest = {name: value for name, value in request.args.items() if name != KEY_PARAM}
@@ -44,7 +52,8 @@ def _page(request: Request, svc: Services, render: Callable[[], str]) -> Respons
     except ApiError as error:
         login = _templates.get_template("login.html")
         return _html(login.render(error=error.message, path=request.path), error.status)
-    return _html(render())
+    key = presented_key(request.headers, request.args, request.cookies, allow_query=True)
+    return _html(render(csrf_token(key) if key else ""))
 
 
 def _size(count: int) -> str:
@@ -55,9 +64,9 @@ def upload_page(request: Request, svc: Services) -> Response:
     """GET / and /upload."""
     settings = svc.settings
 
-    def render() -> str:
+    def render(csrf: str) -> str:
         return _templates.get_template("upload.html").render(
-            page="upload",
+            page="upload", csrf_token=csrf,
             signed_threshold=settings.upload_page_signed_threshold_bytes,
             threshold_label=_size(settings.upload_page_signed_threshold_bytes),
             max_files=settings.max_files_per_request,
@@ -71,10 +80,10 @@ def upload_page(request: Request, svc: Services) -> Response:
 def admin_page(request: Request, svc: Services) -> Response:
     """GET /admin/queues: counts rendered here; the script keeps them live."""
 
-    def render() -> str:
+    def render(csrf: str) -> str:
         overview: dict[str, Any] = svc.queues.run(overview_of).model_dump()
         return _templates.get_template("admin.html").render(
-            page="admin", overview=overview, states=JOB_STATES
+            page="admin", csrf_token=csrf, overview=overview, states=JOB_STATES
         )
 
     return _page(request, svc, render)

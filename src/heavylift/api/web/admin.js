@@ -26,9 +26,13 @@
     location.hash = p.toString();
   }
 
+  // Sent with every write: the server refuses cookie-authenticated writes without it.
+  const CSRF = document.querySelector('meta[name="heavylift-csrf"]').content;
+
   async function api(path, body) {
     const options = body === undefined ? {} :
-      { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+      { method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
+        body: JSON.stringify(body) };
     const res = await fetch(path, options);
     const json = await res.json().catch(() => ({}));
     if (!res.ok) throw new Error(json.error || `HTTP ${res.status}`);

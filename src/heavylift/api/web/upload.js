@@ -8,6 +8,8 @@
   const FLAGS = ["useAI", "generateSummary", "generateEmbeddings"];
   // Browsers allow ~6 connections per host over HTTP/1.1; keep some free for uploads and fetches.
   const MAX_STREAMS = 4;
+  // Sent with our own writes: the server refuses cookie-authenticated writes without it.
+  const CSRF = { "X-CSRF-Token": document.querySelector('meta[name="heavylift-csrf"]').content };
   let openStreams = 0;
   const waitingStreams = [];
 
@@ -97,7 +99,7 @@
     for (const [name, on] of Object.entries(options)) body.append(name, String(on));
     const views = files.map(card);
     try {
-      const { json } = await send("POST", "/api/documents/async-upload", body, {},
+      const { json } = await send("POST", "/api/documents/async-upload", body, CSRF,
         (p) => views.forEach((v) => v.set(`uploading: ${Math.round(p)}%`)));
       json.jobs.forEach((job, i) => { views[i].set("queued", 0); watch(job.jobId, views[i]); });
     } catch (error) {
@@ -111,7 +113,7 @@
       const contentType = file.type || "application/pdf";
       const signed = (await send("POST", "/api/documents/upload-url",
         JSON.stringify({ filename: file.name, size: file.size, contentType, ...options }),
-        { "Content-Type": "application/json" })).json;
+        { "Content-Type": "application/json", ...CSRF })).json;
       const put = await send(signed.method, signed.url, file, signed.headers,
         (p) => view.set(`uploading: ${Math.round(p)}%`));
       view.set("queued", 0);
