@@ -123,9 +123,9 @@ def handle_http(request: Request) -> Response:
     return response
 
 
-# JSON never needs scripts, frames or sub-resources. HTML pages get no CSP yet: upload.js PUTs
-# to signed storage URLs on another origin, so a page policy needs its connect-src worked out.
-_JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
+# JSON never needs scripts, frames or sub-resources. The pages bring their own policy
+# (web_pages.page_policy); any other answer, HTML included, gets this strictest one.
+_STRICT_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
 def _secure_headers(response: Response) -> None:
@@ -133,8 +133,7 @@ def _secure_headers(response: Response) -> None:
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "no-referrer")
-    if response.mimetype != "text/html":
-        headers.setdefault("Content-Security-Policy", _JSON_CSP)
+    headers.setdefault("Content-Security-Policy", _STRICT_CSP)
 
 
 def _log_request(request: Request, response: Response) -> None:
