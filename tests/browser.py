@@ -43,10 +43,13 @@ def browser_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdri
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     # Without the background-networking flags Chromium keeps calling Google's hosts, which this
-    # machine's closed network refuses.
+    # machine's closed network refuses. A page left for the back/forward cache keeps its open
+    # event streams; a test loading pages one after another would run out of Chromium's six
+    # connections per host (a later load waits about a minute): no back/forward cache.
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,1000",
+                 "--disable-dev-shm-usage", "--disable-features=BackForwardCache",
+                 "--window-size=1280,1000",
                  f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
