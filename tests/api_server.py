@@ -92,3 +92,12 @@ def run_cli(
         env["HEAVYLIFT_API_KEY"] = key
     return subprocess.run([binary, *args], env=child_env(**env), capture_output=True, text=True,
                           timeout=180)
+
+
+def csp_directives(policy: str) -> dict[str, list[str]]:
+    """A Content-Security-Policy header as {directive: [sources]}."""
+    directives: dict[str, list[str]] = {}
+    for part in filter(None, (p.strip() for p in policy.split(";"))):
+        name, *sources = part.split()
+        directives[name] = sources
+    return directives

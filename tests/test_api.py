@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -21,7 +22,7 @@ from heavylift.queue import BlockingQueues, Priority, QueueName
 from heavylift.settings import Settings
 from heavylift.storage import ObjectStore, open_store
 from local.launch import RedisServer, free_port
-from tests.api_server import API_KEY, Api, backend_env, start_api
+from tests.api_server import API_KEY, Api, backend_env, csp_directives, start_api
 from tests.pdf_fixtures import text_pdf
 
 DOCS = QueueName.DOCUMENTS
@@ -372,6 +373,17 @@ def test_seed_curl_commands_verbatim(local: Api, sample_pdf: bytes, tmp_path: Pa
 
 
 # --- in-process: the same app without a socket ----------------------------------------------
+
+
+def test_page_csp_connects_where_signed_urls_point(fresh: Api) -> None:
+    """upload.js PUTs to the signed URL: the pages' connect-src must name its origin."""
+    answer = fresh.session.post(fresh.url("/api/documents/upload-url"), json={
+        "filename": "csp.pdf", "size": 10, "contentType": "application/pdf"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    target = urlsplit(answer.json()["url"])
+    page = fresh.session.get(fresh.url("/upload"), timeout=10)
+    connect = csp_directives(page.headers["Content-Security-Policy"])["connect-src"]
+    assert connect == ["'self'", f"{target.scheme}://{target.netloc}"]
 
 
 def test_in_process_app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -101,17 +101,16 @@ def dispatch(environ: dict[str, Any], endpoint: str, args: dict[str, Any],
         return error_response(error)
 
 
-# JSON never needs scripts, frames or sub-resources. HTML pages get no CSP yet: upload.js PUTs
-# to signed storage URLs on another origin, so a page policy needs its connect-src worked out.
-_JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
+# JSON never needs scripts, frames or sub-resources. The pages bring their own policy
+# (web_pages.page_policy); any other answer, HTML included, gets this strictest one.
+_STRICT_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
-def secure_headers(headers: MutableHeaders, mimetype: str) -> None:
+def secure_headers(headers: MutableHeaders) -> None:
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "no-referrer")
-    if mimetype != "text/html":
-        headers.setdefault("Content-Security-Policy", _JSON_CSP)
+    headers.setdefault("Content-Security-Policy", _STRICT_CSP)
 
 
 def log_request(method: str, path: str, status: int) -> None:

@@ -44,7 +44,7 @@ async def serve(request: Request) -> Response:
         response = Response(status_code=400)  # nobody is listening; nothing was accepted
     except Exception as error:
         response = _from_flask(error_response(error))
-    secure_headers(response.headers, response.headers.get("content-type", "").split(";")[0])
+    secure_headers(response.headers)
     log_request(request.method, request.url.path, response.status_code)
     return response
 

@@ -22,8 +22,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO, ClassVar, Literal, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
@@ -390,6 +392,13 @@ class ObjectStore(ABC):
         url, headers = self._retried(key, sign)
         return SignedUpload(url=url, headers=headers, expiresAt=iso_utc(expires_at))
 
+    @cached_property
+    def upload_origin(self) -> str:
+        """The origin (scheme://host[:port]) signed upload URLs point at: browsers PUT there,
+        so the pages' Content-Security-Policy lets them connect to it."""
+        parts = urlsplit(self._upload_base())
+        return f"{parts.scheme}://{parts.netloc}".lower()
+
     # ---- shared plumbing ----
 
     def _name(self, key: str) -> str:
@@ -452,3 +461,7 @@ class ObjectStore(ABC):
         self, name: str, content_type: str, size: int, metadata: dict[str, str], expires_at: int
     ) -> tuple[str, dict[str, str]]:
         """(url, headers the client must send) for a PUT valid until `expires_at` (unix)."""
+
+    @abstractmethod
+    def _upload_base(self) -> str:
+        """A URL on the host `_sign_upload` URLs point at (the same setting it signs with)."""

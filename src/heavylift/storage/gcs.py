@@ -132,6 +132,11 @@ class GcsStore(ObjectStore):
         )
         return url, {"Content-Type": content_type, **headers}
 
+    def _upload_base(self) -> str:
+        # What generate_signed_url builds on: STORAGE_EMULATOR_HOST or storage.googleapis.com.
+        endpoint: str = self._client.api_endpoint
+        return endpoint
+
     def _signing_kwargs(self) -> dict[str, Any]:
         if self._signer is not None:
             return {"credentials": self._signer}

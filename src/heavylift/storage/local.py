@@ -146,6 +146,9 @@ class LocalStore(ObjectStore):
         headers.update({META_HEADER_PREFIX + k: v for k, v in metadata.items()})
         return url, headers
 
+    def _upload_base(self) -> str:
+        return self.settings.public_base_url
+
 
 def _sidecar(path: Path) -> Path:
     return path.with_name(f"{RESERVED_PREFIX}meta-{path.name}.json")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from heavylift.settings import Settings
@@ -132,6 +132,17 @@ class S3Store(ObjectStore):
         headers = {"Content-Type": content_type}
         headers.update({f"x-amz-meta-{k}": v for k, v in metadata.items()})
         return url, headers
+
+    def _upload_base(self) -> str:
+        # Presigning is local: the host follows the endpoint, region and addressing style (a
+        # bucket subdomain on AWS). Without credentials there is nothing to sign: the endpoint.
+        try:
+            return self._client.generate_presigned_url(
+                "put_object", Params={"Bucket": self._bucket, "Key": "origin"}, ExpiresIn=1,
+                HttpMethod="PUT",
+            )
+        except NoCredentialsError:
+            return self._client.meta.endpoint_url
 
 
 def _info(name: str, head: HeadObjectOutputTypeDef) -> ObjectInfo:

@@ -1,9 +1,13 @@
 "use strict";
 // /admin/queues: counts and progress over /api/queues/events, a job's detail over
 // /api/jobs/<id>/events, actions through the JSON API. Selection lives in the URL hash.
+// Data only ever reaches the page as text (textContent, createElement) and URLs only through
+// encodeURIComponent / URLSearchParams; the page's CSP refuses inline script and HTML strings.
 (() => {
   const $ = (selector, root = document) => root.querySelector(selector);
-  const STATES = ["waiting", "active", "completed", "failed", "delayed"];
+  // The queues and states the server rendered: a hash naming anything else shows the overview.
+  const QUEUES = [...document.querySelectorAll("#overview tbody tr")].map((row) => row.dataset.queue);
+  const STATES = [...document.querySelectorAll("#state-tabs [data-state]")].map((tab) => tab.dataset.state);
   const FINAL = ["completed", "failed"];
   const PAGE_SIZE = 20;
   let view = {};
@@ -15,8 +19,11 @@
 
   function readHash() {
     const p = new URLSearchParams(location.hash.slice(1));
-    return { queue: p.get("queue"), state: p.get("state") || "waiting",
-             page: Math.max(1, Number(p.get("page")) || 1), job: p.get("job") };
+    const queue = QUEUES.includes(p.get("queue")) ? p.get("queue") : null;
+    const state = STATES.includes(p.get("state")) ? p.get("state") : "waiting";
+    const n = Number(p.get("page"));
+    return { queue, state, page: Number.isSafeInteger(n) && n > 0 ? n : 1,
+             job: queue && p.get("job") };
   }
 
   function go(changes) {
@@ -48,15 +55,22 @@
   const time = (ms) => (ms ? new Date(ms).toLocaleString() : "—");
   const percent = (p) => (typeof p === "number" ? p : 0);
 
+  const BADGES = [...STATES, "paused", "running"];
+
   function badge(el, text) {
     el.textContent = text;
-    el.className = `badge ${text}`;
+    el.className = "badge";
+    if (BADGES.includes(text)) el.classList.add(text);
   }
+
+  // `/api/queues/<queue>/<...rest>`, every segment encoded.
+  const queuePath = (...rest) => `/api/queues/${[view.queue, ...rest].map(encodeURIComponent).join("/")}`;
 
   function showCounts(data) {
     overview = data;
     for (const queue of data.queues) {
-      const row = $(`#overview tr[data-queue="${queue.name}"]`);
+      const row = $(`#overview tr[data-queue="${CSS.escape(queue.name)}"]`);
+      if (!row) continue;
       for (const state of STATES) $(`.count[data-state="${state}"]`, row).textContent = queue.counts[state];
       badge($(".badge", row), queue.paused ? "paused" : "running");
       if (queue.name !== view.queue) continue;
@@ -76,10 +90,16 @@
 
   async function loadList() {
     const q = new URLSearchParams({ state: view.state, page: view.page, pageSize: PAGE_SIZE });
-    page = await api(`/api/queues/${view.queue}/jobs?${q}`);
+    page = await api(`${queuePath("jobs")}?${q}`);
     const body = $("#jobs tbody");
     body.replaceChildren(...page.jobs.map(jobRow));
-    if (!page.jobs.length) body.innerHTML = `<tr><td colspan="5" class="hint">no ${view.state} jobs</td></tr>`;
+    if (!page.jobs.length) {
+      const cell = document.createElement("td");
+      cell.colSpan = 5;
+      cell.className = "hint";
+      cell.textContent = `no ${view.state} jobs`;
+      body.insertRow().append(cell);
+    }
     const pages = Math.max(1, Math.ceil(page.total / PAGE_SIZE));
     $("#page-info").textContent = `page ${page.page} of ${pages} · ${page.total} jobs`;
     $("#prev").disabled = page.page <= 1;
@@ -147,10 +167,11 @@
   async function loadJob() {
     closeJobStream();
     if (!view.job) { $("#detail").hidden = true; return; }
-    job = await api(`/api/queues/${view.queue}/jobs/${encodeURIComponent(view.job)}`);
+    job = await api(queuePath("jobs", view.job));
     renderJob();
     if (FINAL.includes(job.state)) return;
-    const stream = new EventSource(`/api/jobs/${encodeURIComponent(job.id)}/events?queue=${view.queue}`);
+    const query = new URLSearchParams({ queue: view.queue });
+    const stream = new EventSource(`/api/jobs/${encodeURIComponent(job.id)}/events?${query}`);
     jobStream = stream;
     const update = (e) => { job = { ...job, ...JSON.parse(e.data) }; renderJob(); };
     stream.addEventListener("state", update);
@@ -189,27 +210,26 @@
     }
   }
 
-  const base = () => `/api/queues/${view.queue}`;
   $("#pause").addEventListener("click", () => act(async () => {
-    await api(`${base()}/pause`, {});
+    await api(queuePath("pause"), {});
     return `${view.queue} paused`;
   }));
   $("#resume").addEventListener("click", () => act(async () => {
-    await api(`${base()}/resume`, {});
+    await api(queuePath("resume"), {});
     return `${view.queue} resumed`;
   }));
   $("#retry-all").addEventListener("click", () => act(async () =>
-    `${(await api(`${base()}/retry-failed`, {})).retried} failed jobs retried`));
+    `${(await api(queuePath("retry-failed"), {})).retried} failed jobs retried`));
   $("#clean-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const form = event.target;
     const state = form.elements.state.value;
     const olderThanMs = Number(form.elements.age.value) * Number(form.elements.unit.value);
     if (!confirm(`Remove ${state} jobs of ${view.queue} older than ${form.elements.age.value} ${form.elements.unit.selectedOptions[0].text}?`)) return;
-    act(async () => `${(await api(`${base()}/clean`, { state, olderThanMs })).removed} ${state} jobs removed`);
+    act(async () => `${(await api(queuePath("clean"), { state, olderThanMs })).removed} ${state} jobs removed`);
   });
   $("#d-retry").addEventListener("click", () => act(async () => {
-    await api(`${base()}/jobs/${encodeURIComponent(job.id)}/retry`, {});
+    await api(queuePath("jobs", job.id, "retry"), {});
     await loadJob();
     return `job ${job.id} retried`;
   }));

@@ -31,15 +31,22 @@
     });
   }
 
+  // Elements from DOM calls only: file names, reasons and results are data, shown as text.
+  function element(tag, className, text) {
+    const el = document.createElement(tag);
+    if (className) el.className = className;
+    if (text !== undefined) el.textContent = text;
+    return el;
+  }
+
   function card(file) {
-    const el = document.createElement("article");
-    el.className = "card upload";
-    el.innerHTML = `<strong class="name"></strong><progress max="100" value="0"></progress>
-      <span class="status">waiting to upload</span>`;
-    el.querySelector(".name").textContent = file.name;
+    const el = element("article", "card upload");
+    const bar = element("progress");
+    bar.max = 100;
+    bar.value = 0;
+    const status = element("span", "status", "waiting to upload");
+    el.append(element("strong", "name", file.name), bar, status);
     list.prepend(el);
-    const bar = el.querySelector("progress");
-    const status = el.querySelector(".status");
     return {
       el,
       set(text, percent) { status.textContent = text; if (percent !== undefined) bar.value = percent; },
@@ -48,10 +55,8 @@
         bar.value = 100;
         status.textContent = `Completed: ${result.chunks} chunks, ${result.themes} themes, ` +
           `${result.quotes} quotes, ${result.insights} insights. `;
-        const link = document.createElement("a");
+        const link = element("a", "manifest", "Manifest");
         link.href = `/api/documents/${encodeURIComponent(result.documentId)}`;
-        link.className = "manifest";
-        link.textContent = "Manifest";
         status.append(link);
       },
       fail(reason) { el.classList.add("failed"); status.textContent = `Failed: ${reason}`; },
