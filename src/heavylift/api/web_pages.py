@@ -11,11 +11,12 @@ from urllib.parse import urlencode
 from flask import Request, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from heavylift.api.auth import KEY_PARAM, key_is_valid, remember_key, require_api_key
+from heavylift.api.auth import KEY_PARAM, principal_of_key, remember_key, require_api_key
 from heavylift.api.errors import ApiError
 from heavylift.api.queue_admin import overview_of
 from heavylift.api.services import Services
 from heavylift.schemas import JOB_STATES
+from heavylift.tenancy import Principal
 
 _templates = Environment(
     loader=PackageLoader("heavylift.api", "web"), autoescape=select_autoescape(["html"])
@@ -28,23 +29,25 @@ def _html(body: str, status: int = 200) -> Response:
                     headers={"Cache-Control": "no-store"})
 
 
-def _page(request: Request, svc: Services, render: Callable[[], str]) -> Response:
-    """Protected like the API. A valid `?key=` is moved into a cookie (and out of the URL,
-    history and Referer); without a valid key the page asks for one."""
+def _page(request: Request, svc: Services, render: Callable[[Principal], str]) -> Response:
+    """Protected like the API (any role may open a page; what it may do there is checked by the
+    routes it calls). A valid `?key=` is moved into a cookie (and out of the URL, history and
+    Referer); without a valid key the page asks for one."""
     key = request.args.get(KEY_PARAM)
-    if key is not None and not svc.settings.auth_disabled and key_is_valid(key, svc.settings):
+    settings = svc.settings
+    if key is not None and not settings.auth_disabled and principal_of_key(key, settings):
         rest = {name: value for name, value in request.args.items() if name != KEY_PARAM}
         location = request.path + (f"?{urlencode(rest)}" if rest else "")
         response = Response(status=303, headers={"Location": location})
         remember_key(response, request, key)
         return response
     try:
-        require_api_key(request.headers, request.args, request.cookies, svc.settings,
-                        allow_query=True)
+        principal = require_api_key(request.headers, request.args, request.cookies, settings,
+                                    allow_query=True)
     except ApiError as error:
         login = _templates.get_template("login.html")
         return _html(login.render(error=error.message, path=request.path), error.status)
-    return _html(render())
+    return _html(render(principal))
 
 
 def _size(count: int) -> str:
@@ -55,7 +58,7 @@ def upload_page(request: Request, svc: Services) -> Response:
     """GET / and /upload."""
     settings = svc.settings
 
-    def render() -> str:
+    def render(principal: Principal) -> str:
         return _templates.get_template("upload.html").render(
             page="upload",
             signed_threshold=settings.upload_page_signed_threshold_bytes,
@@ -69,12 +72,13 @@ def upload_page(request: Request, svc: Services) -> Response:
 
 
 def admin_page(request: Request, svc: Services) -> Response:
-    """GET /admin/queues: counts rendered here; the script keeps them live."""
+    """GET /admin/queues: counts rendered here; the script keeps them live. A non-admin key
+    gets it read-only (the script hides the actions by `role`; the routes refuse them anyway)."""
 
-    def render() -> str:
+    def render(principal: Principal) -> str:
         overview: dict[str, Any] = svc.queues.run(overview_of).model_dump()
         return _templates.get_template("admin.html").render(
-            page="admin", overview=overview, states=JOB_STATES
+            page="admin", overview=overview, states=JOB_STATES, role=principal.role
         )
 
     return _page(request, svc, render)
