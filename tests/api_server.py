@@ -3,6 +3,8 @@ on a free port, against a chosen storage backend."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -16,7 +18,19 @@ import requests
 from local.launch import FunctionServer, child_env, free_port
 from tests.storage_servers import BUCKET
 
-API_KEY = "test-key-123"
+API_KEY = "test-key-123"  # a legacy API_KEYS key: admin of tenant "default"
+
+# Tenant keys (API_KEYS_JSON): two tenants, three roles. The admin is given by its digest.
+A_SUBMIT, A_READ = "acme-submit-key-1", "acme-read-key-1"
+B_SUBMIT, B_ADMIN = "globex-submit-key-1", "globex-admin-key-1"
+A_DATASETS = ["hl_test"]  # tests.dataset_checks.DATASET
+KEYS_DOCUMENT = [
+    {"key": A_SUBMIT, "tenant": "acme", "role": "submit", "datasets": A_DATASETS},
+    {"key": A_READ, "tenant": "acme", "role": "read"},
+    {"key": B_SUBMIT, "tenant": "globex", "role": "submit", "datasets": ["other_dataset"]},
+    {"sha256": hashlib.sha256(B_ADMIN.encode()).hexdigest(), "tenant": "globex",
+     "role": "admin", "datasets": ["*"]},
+]
 
 
 def backend_env(backend: str, request: pytest.FixtureRequest, root: Path) -> dict[str, str]:
@@ -50,6 +64,12 @@ class Api:
     def __post_init__(self) -> None:
         self.session.headers["Authorization"] = f"Bearer {API_KEY}"
 
+    def as_key(self, key: str) -> requests.Session:
+        """A client of the same servers holding another key."""
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {key}"
+        return session
+
     def url(self, path: str) -> str:
         return self.http.url + path
 
@@ -72,8 +92,8 @@ class Api:
 
 
 def start_api(env: dict[str, str], workdir: Path) -> Api:
-    full = {"API_KEYS": f"other-key,{API_KEY}", "UPLOAD_SIGNING_SECRET": "signing-secret",
-            "LOG_LEVEL": "INFO", **env}
+    full = {"API_KEYS": f"other-key,{API_KEY}", "API_KEYS_JSON": json.dumps(KEYS_DOCUMENT),
+            "UPLOAD_SIGNING_SECRET": "signing-secret", "LOG_LEVEL": "INFO", **env}
     http = FunctionServer("api", full, workdir / "api.log").start()
     events = FunctionServer("on_upload_finalized", full, workdir / "events.log",
                             signature="cloudevent").start()

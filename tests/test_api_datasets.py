@@ -16,7 +16,7 @@ from heavylift.resources import Resources
 from heavylift.settings import Settings
 from local.bq_emulator import BigQueryEmulator
 from local.launch import RedisServer
-from tests.api_server import Api, run_cli, start_api
+from tests.api_server import A_READ, A_SUBMIT, B_SUBMIT, Api, run_cli, start_api
 from tests.dataset_checks import DATASET
 
 pytest_plugins = ("tests.bq_emulator",)
@@ -81,6 +81,21 @@ def test_large_sync_is_queued_with_its_plan(fresh: Api, counts: dict[str, int]) 
     assert view["id"] == data["jobId"] and view["state"] == "waiting"
     queue = fresh.session.get(fresh.url(SYNC), timeout=10).json()
     assert queue == {"waiting": 1, "active": 0, "completed": 0, "failed": 0, "delayed": 0}
+
+
+def test_syncs_belong_to_their_tenant(fresh: Api) -> None:
+    queued = fresh.as_key(A_SUBMIT).post(fresh.url(SYNC), json=body(**TWO_YEARS), timeout=60)
+    assert queued.status_code == 202, queued.text
+    job_id = queued.json()["jobId"]
+    assert fresh.as_key(A_READ).get(fresh.url(SYNC), params={"jobId": job_id},
+                                    timeout=10).status_code == 200
+    other = fresh.as_key(B_SUBMIT).get(fresh.url(SYNC), params={"jobId": job_id}, timeout=10)
+    assert other.status_code == 404 and other.json()["code"] == "not_found"
+    # B's allow-list does not hold the dataset; A's read key may not sync at all.
+    refused = fresh.as_key(B_SUBMIT).post(fresh.url(SYNC), json=body(), timeout=10)
+    assert refused.status_code == 403 and refused.json()["code"] == "dataset_forbidden"
+    read = fresh.as_key(A_READ).post(fresh.url(SYNC), json=body(), timeout=10)
+    assert read.status_code == 403 and read.json()["code"] == "forbidden"
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from typing import Any
 from heavylift.queue import BlockingQueues, QueueName, own_key
 from heavylift.settings import Settings
 from local.launch import wait_for
-from tests.api_server import Api, start_api
+from tests.api_server import B_SUBMIT, Api, start_api
 from tests.jobs import DIAG, add
 
 DOCS = QueueName.DOCUMENTS
@@ -77,7 +77,16 @@ def test_results_outlive_bullmq_history(
         assert queues.run(lambda q: q.bull(DOCS).getJob(entries[-1]["jobId"])) is not None
         latest = _get(api, entries[-1]["statusUrl"])
         assert set(latest) == set(view)
-        assert _get(api, f"/api/documents/{first['documentId']}")["status"] == "COMPLETED"
+        manifest = _get(api, f"/api/documents/{first['documentId']}")
+        assert manifest["status"] == "COMPLETED" and manifest["tenant"] == "default"
+        # The record and the manifest keep the job's tenant: another tenant's key gets the 404
+        # of an unknown id, from BullMQ's history and long after it.
+        assert detail["data"]["tenant"] == "default"
+        other = api.as_key(B_SUBMIT)
+        for path in (first["statusUrl"], entries[-1]["statusUrl"],
+                     f"/api/documents/{first['documentId']}"):
+            refused = other.get(api.url(path), timeout=10)
+            assert refused.status_code == 404 and refused.json()["code"] == "not_found", path
         # The record, and which job serves the document, are both kept for RESULT_TTL_S (7 days).
         ttls = [queues.run(lambda q, key=key: q.redis.ttl(key)) for key in (
             own_key(queues.settings, "record", "documents", first["jobId"]),

@@ -37,6 +37,7 @@ NOT_ON_GCP = {
     "BQ_EMULATOR_HOST": "local emulator only; on GCP the client talks to BigQuery itself",
     "BQ_STORAGE_EMULATOR_HOST": "local emulator only",
     "QUEUE_CONCURRENCY": "optional per-queue cap, unset by default; set through var.extra_env",
+    "API_KEYS_FILE": "local only: on GCP the keys document is the API_KEYS_JSON secret",
 }
 NOT_ON_WORKER = {
     "GCS_SIGNING_SERVICE_ACCOUNT": "the worker never hands out signed upload URLs",
@@ -269,7 +270,8 @@ def test_every_setting_is_wired_on_functions_and_worker() -> None:
 
 def test_secrets_come_from_secret_manager() -> None:
     secret_env = tf_locals()["secret_env"]
-    for name in ("REDIS_PASSWORD", "OPENAI_API_KEY", "API_KEYS", "UPLOAD_SIGNING_SECRET"):
+    for name in ("REDIS_PASSWORD", "OPENAI_API_KEY", "API_KEYS", "API_KEYS_JSON",
+                 "UPLOAD_SIGNING_SECRET"):
         assert "google_secret_manager_secret" in secret_env[name], name
         assert name not in map_keys(tf_locals()["app_env"]), f"{name} must not be plain env"
     # The CA for TLS to Memorystore reaches both roles as a mounted secret file.

@@ -11,7 +11,7 @@ import redis
 import requests
 
 from heavylift.queue import Priority, QueueName
-from tests.api_server import API_KEY
+from tests.api_server import A_READ, API_KEY
 from tests.live_stack import Stack, stack_fixture  # noqa: F401 - fixture
 from tests.sse_client import messages, open_stream, read_until
 
@@ -134,19 +134,25 @@ def test_unknown_job_bad_queue_and_keys(stack: Stack) -> None:
 
 
 def test_the_dashboard_stream_moves_counts_and_progress(stack: Stack) -> None:
-    with open_stream(stack.api.session, stack.api.url("/api/queues/events")) as response:
-        stream = messages(response)
+    url = stack.api.url("/api/queues/events")
+    with open_stream(stack.api.session, url) as response, \
+            open_stream(stack.api.as_key(A_READ), url) as reader_response:
+        stream, reader_stream = messages(response), messages(reader_response)
         first = next(stream)
         assert first.event == "counts"
         assert [q["name"] for q in first.data["queues"]] == ["documents", "datasets", "diagnostics"]
         completed = first.data["queues"][2]["counts"]["completed"]
+        assert next(reader_stream).event == "counts"
         job_id = add(stack, "sleep", seconds=1)
-        seen = []
-        while not any(m.event == "counts" and m.data["queues"][2]["counts"]["completed"]
-                      > completed for m in seen):
-            seen += read_until(stream, "counts", timeout=10)
-        assert any(m.event == "progress" and m.data == {"queue": "diagnostics", "id": job_id,
-                                                        "progress": 50} for m in seen)
+        for messages_of, seen in ((stream, []), (reader_stream, [])):
+            while not any(m.event == "counts" and m.data["queues"][2]["counts"]["completed"]
+                          > completed for m in seen):
+                seen += read_until(messages_of, "counts", timeout=10)
+            progress = [m.data for m in seen if m.event == "progress"]
+            if messages_of is stream:  # the admin sees every job's progress
+                assert {"queue": "diagnostics", "id": job_id, "progress": 50} in progress
+            else:  # a read key gets counts only: the ids would be other tenants' jobs
+                assert progress == []
 
 
 def test_queue_admin_json_api(stack: Stack) -> None:

@@ -107,6 +107,7 @@ locals {
     REDIS_PASSWORD        = google_secret_manager_secret.redis_auth.secret_id
     OPENAI_API_KEY        = google_secret_manager_secret.operator["openai_api_key"].secret_id
     API_KEYS              = google_secret_manager_secret.operator["api_keys"].secret_id
+    API_KEYS_JSON         = google_secret_manager_secret.operator["api_keys_json"].secret_id
     UPLOAD_SIGNING_SECRET = google_secret_manager_secret.operator["upload_signing_secret"].secret_id
   }
 }

@@ -5,6 +5,7 @@ locals {
   operator_secrets = {
     openai_api_key        = "OPENAI_API_KEY"
     api_keys              = "API_KEYS"
+    api_keys_json         = "API_KEYS_JSON"
     upload_signing_secret = "UPLOAD_SIGNING_SECRET"
   }
 }

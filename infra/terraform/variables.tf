@@ -406,7 +406,7 @@ variable "extra_env" {
   default     = {}
 
   validation {
-    condition     = alltrue([for k in keys(var.extra_env) : can(regex("^[A-Z][A-Z0-9_]*$", k)) && !contains(["REDIS_PASSWORD", "OPENAI_API_KEY", "API_KEYS", "UPLOAD_SIGNING_SECRET", "REDIS_URL"], k)])
+    condition     = alltrue([for k in keys(var.extra_env) : can(regex("^[A-Z][A-Z0-9_]*$", k)) && !contains(["REDIS_PASSWORD", "OPENAI_API_KEY", "API_KEYS", "API_KEYS_JSON", "UPLOAD_SIGNING_SECRET", "REDIS_URL"], k)])
     error_message = "extra_env keys must be UPPER_SNAKE_CASE and must not carry secrets (those come from Secret Manager)."
   }
 }

@@ -6,7 +6,7 @@ one line naming the variable (see `load_settings`).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote, urlencode, urlsplit
@@ -15,6 +15,7 @@ from pydantic import Field, FilePath, SecretStr, ValidationError, field_validato
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from heavylift.schemas import first_problem
+from heavylift.tenancy import KeysError, KeyTable, key_table, parse_keys_document
 
 PositiveMs = Annotated[int, Field(gt=0)]
 
@@ -87,7 +88,16 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = Field(
         None, description="Comma-separated API keys accepted as 'Authorization: Bearer <key>'."
     )
-    auth_disabled: bool = Field(False, description="Local only: accept requests without a key.")
+    api_keys_json: SecretStr | None = Field(
+        None, description="Keys document (JSON list of {sha256 or key, tenant, role, datasets}):"
+        " each key's tenant, role and dataset allow-list.",
+    )
+    api_keys_file: FilePath | None = Field(
+        None, description="Local: a file holding the keys document (instead of API_KEYS_JSON).",
+    )
+    auth_disabled: bool = Field(
+        False, description="Local only: accept requests without a key (as admin of 'default')."
+    )
     idempotency_ttl_s: int = Field(86_400, gt=0, description="How long upload keys are remembered.")
     upload_url_expiry_s: int = Field(3600, ge=60, le=7 * 86_400, description="Signed URL lifetime.")
     redis_op_timeout_s: float = Field(5.0, gt=0, description="HTTP: Redis slower than this -> 503.")
@@ -236,11 +246,47 @@ class Settings(BaseSettings):
             raise ValueError("STALLED_INTERVAL_MS must not exceed LOCK_DURATION_MS")
         return self
 
+    @field_validator("api_keys_json")
+    @classmethod
+    def _keys_json(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_keys(value.get_secret_value())
+        return value
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _keys_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _check_keys(value.read_text(encoding="utf-8"))
+        return value
+
+    @model_validator(mode="after")
+    def _one_keys_document(self) -> Settings:
+        if self.api_keys_json is not None and self.api_keys_file is not None:
+            raise ValueError("set API_KEYS_JSON or API_KEYS_FILE, not both")
+        try:
+            self.key_table  # noqa: B018 (built here: a key listed twice stops start-up)
+        except KeysError as error:
+            raise ValueError(str(error)) from None
+        return self
+
     def api_key_set(self) -> frozenset[str]:
         if self.api_keys is None:
             return frozenset()
         keys = self.api_keys.get_secret_value().split(",")
         return frozenset(key.strip() for key in keys if key.strip())
+
+    @cached_property
+    def key_table(self) -> KeyTable:
+        """Every accepted key's digest and principal (heavylift.tenancy)."""
+        if self.api_keys_json is not None:
+            document = self.api_keys_json.get_secret_value()
+        elif self.api_keys_file is not None:
+            document = self.api_keys_file.read_text(encoding="utf-8")
+        else:
+            document = None
+        entries = parse_keys_document(document) if document is not None else []
+        return key_table(self.api_key_set(), entries)
 
     def redis_connection_url(self) -> str:
         """One URL for every Redis client (bullmq takes a URL and adds its own retry policy)."""
@@ -362,6 +408,13 @@ class Settings(BaseSettings):
         if self.pdf_page_decoded_mb >= self.pool_memory_mb:
             raise ValueError("PDF_PAGE_DECODED_MB must be below POOL_MEMORY_MB")
         return self
+
+
+def _check_keys(document: str) -> None:
+    try:
+        parse_keys_document(document)
+    except KeysError as error:
+        raise ValueError(str(error)) from None
 
 
 def _one_line(error: ValidationError) -> str:

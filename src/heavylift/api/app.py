@@ -18,6 +18,7 @@ from heavylift.api.errors import JSON_DEPTH_KEY, error_response
 from heavylift.api.job_events import job_events
 from heavylift.api.queue_live import queue_events
 from heavylift.api.services import Services
+from heavylift.tenancy import Role
 
 log = logging.getLogger("heavylift.api")
 
@@ -31,27 +32,28 @@ class Access(Enum):
     PAGE = "page"  # checks the key itself: without one, a sign-in page rather than JSON
 
 
-# endpoint -> (handler, who may call it); run in a request thread once the body is read.
-ROUTES: dict[str, tuple[Handler, Access]] = {
-    "upload": (documents.upload, Access.KEY),
-    "upload_status": (documents.upload_status, Access.KEY),
-    "upload_url": (documents.upload_url, Access.KEY),
-    "local_put": (documents.local_put, Access.SIGNED),
-    "document": (documents.document, Access.KEY),
-    "reprocess": (documents.reprocess, Access.KEY),
-    "dataset_sync": (datasets.sync, Access.KEY),
-    "dataset_sync_status": (datasets.sync_status, Access.KEY),
-    "queues": (queue_admin.overview, Access.KEY),
-    "queue_jobs": (queue_admin.jobs, Access.KEY),
-    "queue_job": (queue_admin.job, Access.KEY),
-    "queue_job_retry": (queue_admin.retry, Access.KEY),
-    "queue_retry_failed": (queue_admin.retry_failed, Access.KEY),
-    "queue_clean": (queue_admin.clean, Access.KEY),
-    "queue_pause": (queue_admin.pause, Access.KEY),
-    "queue_resume": (queue_admin.resume, Access.KEY),
-    "upload_page": (web_pages.upload_page, Access.PAGE),
-    "admin_page": (web_pages.admin_page, Access.PAGE),
-    "asset": (web_pages.asset, Access.PAGE),
+# endpoint -> (handler, how it is admitted, the role a KEY route's key needs: heavylift.tenancy;
+# pages take any key); run in a request thread once the body is read.
+ROUTES: dict[str, tuple[Handler, Access, Role | None]] = {
+    "upload": (documents.upload, Access.KEY, "submit"),
+    "upload_status": (documents.upload_status, Access.KEY, "read"),
+    "upload_url": (documents.upload_url, Access.KEY, "submit"),
+    "local_put": (documents.local_put, Access.SIGNED, None),
+    "document": (documents.document, Access.KEY, "read"),
+    "reprocess": (documents.reprocess, Access.KEY, "submit"),
+    "dataset_sync": (datasets.sync, Access.KEY, "submit"),
+    "dataset_sync_status": (datasets.sync_status, Access.KEY, "read"),
+    "queues": (queue_admin.overview, Access.KEY, "read"),
+    "queue_jobs": (queue_admin.jobs, Access.KEY, "read"),
+    "queue_job": (queue_admin.job, Access.KEY, "admin"),
+    "queue_job_retry": (queue_admin.retry, Access.KEY, "admin"),
+    "queue_retry_failed": (queue_admin.retry_failed, Access.KEY, "admin"),
+    "queue_clean": (queue_admin.clean, Access.KEY, "admin"),
+    "queue_pause": (queue_admin.pause, Access.KEY, "admin"),
+    "queue_resume": (queue_admin.resume, Access.KEY, "admin"),
+    "upload_page": (web_pages.upload_page, Access.PAGE, None),
+    "admin_page": (web_pages.admin_page, Access.PAGE, None),
+    "asset": (web_pages.asset, Access.PAGE, None),
 }
 
 # Writes whose body is a form upload; every other write takes JSON (heavylift.api.csrf).
@@ -59,7 +61,8 @@ MULTIPART = frozenset({"upload"})
 
 # Server-Sent Events, served on the event loop (an open stream holds no thread). EventSource
 # cannot send headers: these also take the key as `?key=`.
-STREAMS: dict[str, StreamHandler] = {"job_events": job_events, "queue_events": queue_events}
+STREAMS: dict[str, tuple[StreamHandler, Role]] = {
+    "job_events": (job_events, "read"), "queue_events": (queue_events, "read")}
 
 URLS = Map([
     Rule("/api/documents/async-upload", methods=["POST"], endpoint="upload"),
@@ -94,7 +97,7 @@ def dispatch(environ: dict[str, Any], endpoint: str, args: dict[str, Any],
     becomes its JSON error. Called in a request thread: handlers block on Redis and storage."""
     request = Request(environ)
     request.environ[JSON_DEPTH_KEY] = svc.settings.max_json_depth
-    handler, _ = ROUTES[endpoint]
+    handler = ROUTES[endpoint][0]
     try:
         return handler(request, svc, **args)
     except Exception as error:

@@ -1,7 +1,8 @@
 """The `api` function's front door, on the server's event loop (functions-framework's ASGI
 stack: Starlette under uvicorn). Everything that can wait on a client happens here and holds no
-thread: refusing oversized URLs and bodies, checking the key before the body is read, reading
-the body, and Server-Sent Event streams. Only a request that is complete and allowed takes a
+thread: refusing oversized URLs and bodies, resolving the key to its principal (tenant, role)
+and refusing a role too low before the body is read, reading the body, and Server-Sent Event
+streams. Only a request that is complete and allowed takes a
 request thread, for its handler (`app.dispatch`)."""
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from heavylift.api.app import (
     log_request,
     secure_headers,
 )
-from heavylift.api.auth import require_api_key
+from heavylift.api.auth import PRINCIPAL_KEY, require_api_key, require_role
 from heavylift.api.body import read_body
 from heavylift.api.csrf import check_write
 from heavylift.api.documents import admit_local_put
 from heavylift.api.errors import ApiError, error_response
 from heavylift.api.services import Services, services
+from heavylift.tenancy import Principal, Role
 
 _ROUTER: MapAdapter = URLS.bind("localhost")
 
@@ -53,12 +55,14 @@ async def _serve(request: Request, svc: Services) -> Response:
     _limit_url(request, svc)
     endpoint, args = _ROUTER.match(request.url.path, method=request.method)
     if endpoint in STREAMS:
-        _require_key(request, svc, allow_query=True)
-        response: Response = await STREAMS[endpoint](request, svc, **args)
+        stream, role = STREAMS[endpoint]
+        caller = _require_key(request, svc, role, allow_query=True)
+        response: Response = await stream(request, svc, principal=caller, **args)
         return response
-    access = ROUTES[endpoint][1]
-    if access is Access.KEY:
-        _require_key(request, svc, allow_query=False)
+    _, access, needs = ROUTES[endpoint]
+    principal: Principal | None = None  # signed PUTs and pages have none here
+    if access is Access.KEY:  # a key route without a role is the operator's (fail closed)
+        principal = _require_key(request, svc, needs or "admin", allow_query=False)
         check_write(request, svc.settings, json_body=endpoint not in MULTIPART)
     elif access is Access.SIGNED:
         admit_local_put(request.headers, request.query_params, svc)
@@ -66,6 +70,7 @@ async def _serve(request: Request, svc: Services) -> Response:
                                  svc.settings.body_idle_timeout_s)
     with body:
         environ = _environ(request, body, size)
+        environ[PRINCIPAL_KEY] = principal
         return await run_in_threadpool(_run_handler, environ, endpoint, dict(args), svc)
 
 
@@ -78,9 +83,12 @@ def _limit_url(request: Request, svc: Services) -> None:
         raise ApiError(414, "uri_too_long", f"request URL is over {limit} bytes (MAX_URL_BYTES)")
 
 
-def _require_key(request: Request, svc: Services, allow_query: bool) -> None:
-    require_api_key(request.headers, request.query_params, request.cookies, svc.settings,
-                    allow_query=allow_query)
+def _require_key(request: Request, svc: Services, role: Role, allow_query: bool) -> Principal:
+    """The key's principal, refused (403) before the body is read when its role is too low."""
+    principal = require_api_key(request.headers, request.query_params, request.cookies,
+                                svc.settings, allow_query=allow_query)
+    require_role(principal, role)
+    return principal
 
 
 def _environ(request: Request, body: Any, size: int) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""API keys (keys from API_KEYS); AUTH_DISABLED: local only.
+"""API keys: each resolves to a Principal (tenant, role, datasets: heavylift.tenancy) from
+API_KEYS_JSON / API_KEYS_FILE or the legacy API_KEYS; AUTH_DISABLED (local only) is the operator.
 
 A key comes as `Authorization: Bearer <key>`, or the `heavylift_key` cookie, or (only where a
 browser cannot send headers: EventSource streams, page loads) a `key` query parameter. A page
@@ -8,13 +9,13 @@ on it) and redirects to the same URL without the key.
 
 from __future__ import annotations
 
-import hmac
 from typing import Protocol
 
 from flask import Request, Response
 
 from heavylift.api.errors import ApiError
 from heavylift.settings import Settings
+from heavylift.tenancy import OPERATOR, Principal, Role, principal_for
 
 
 class Fields(Protocol):
@@ -25,6 +26,8 @@ class Fields(Protocol):
 
 KEY_COOKIE = "heavylift_key"
 KEY_PARAM = "key"
+# Where the front door leaves the request's principal for the handler (WSGI environ).
+PRINCIPAL_KEY = "heavylift.principal"
 
 
 def presented_key(headers: Fields, query: Fields,
@@ -39,23 +42,35 @@ def presented_key(headers: Fields, query: Fields,
     return from_query or cookies.get(KEY_COOKIE) or None
 
 
-def key_is_valid(key: str, settings: Settings) -> bool:
-    # Compare against every key in constant time so timing does not reveal a prefix; as bytes,
-    # since compare_digest refuses non-ASCII str (a 500 where a 401 is due).
-    given = key.encode()
-    return any(hmac.compare_digest(given, known.encode()) for known in settings.api_key_set())
+def principal_of_key(key: str, settings: Settings) -> Principal | None:
+    return principal_for(key, settings.key_table)
 
 
 def require_api_key(headers: Fields, query: Fields,
                     cookies: Fields, settings: Settings,
-                    allow_query: bool = False) -> None:
+                    allow_query: bool = False) -> Principal:
+    """The principal of the request's key; 401 without a known key."""
     if settings.auth_disabled:
-        return
+        return OPERATOR
     key = presented_key(headers, query, cookies, allow_query)
     if key is None:
         raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'")
-    if not key_is_valid(key, settings):
+    principal = principal_of_key(key, settings)
+    if principal is None:
         raise ApiError(401, "unauthorized", "invalid API key")
+    return principal
+
+
+def require_role(principal: Principal, role: Role) -> None:
+    if not principal.has(role):
+        raise ApiError(403, "forbidden", f"this needs a key with role '{role}' (or above); "
+                       f"this key's role is '{principal.role}'")
+
+
+def principal_of(request: Request) -> Principal:
+    """The principal the front door resolved for this request."""
+    principal: Principal = request.environ[PRINCIPAL_KEY]
+    return principal
 
 
 def remember_key(response: Response, request: Request, key: str) -> None:

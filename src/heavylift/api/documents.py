@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from flask import Request, Response
 from pydantic import BaseModel, Field
 
+from heavylift.api.auth import principal_of
 from heavylift.api.errors import ApiError, as_api_error, json_response, read_json
 from heavylift.api.queue_admin import seed_status
 from heavylift.api.services import Services
@@ -19,17 +20,20 @@ from heavylift.documents import job
 from heavylift.documents.intake import AcceptedUpload
 from heavylift.documents.job import (
     MANIFEST,
+    TENANT_META,
     DocumentJobData,
     UploadOptions,
     document_id_of,
     new_document_id,
     output_key,
+    tenant_of_upload,
     upload_key,
     uploads_of,
 )
 from heavylift.queue import JobNotFoundError, Priority
 from heavylift.storage import ObjectNotFoundError, SignedUpload
 from heavylift.storage.local import LocalStore, metadata_from_headers, verify_local_upload
+from heavylift.tenancy import DEFAULT_TENANT
 
 DOCS = job.QUEUE
 ALLOWED_TYPES = {"application/pdf", "text/plain", "text/markdown"}
@@ -78,9 +82,10 @@ def upload(request: Request, svc: Services) -> Response:
         except Exception as error:
             raise ApiError(**_with_filename(error, file.filename or "")) from error
     key = request.headers.get("Idempotency-Key")
+    tenant = principal_of(request).tenant
     accepted: list[AcceptedUpload] = [
         svc.intake.accept(file.stream, file.filename or "document",  # type: ignore[arg-type]
-                          options, f"{key}#{index}" if key else None)
+                          options, tenant, f"{key}#{index}" if key else None)
         for index, file in enumerate(files)
     ]
     body: dict[str, Any] = {
@@ -131,9 +136,11 @@ def upload_url(request: Request, svc: Services) -> Response:
                        f"{sorted(ALLOWED_TYPES)}", "contentType")
     document_id = new_document_id()
     key = upload_key(document_id, payload.filename)
+    # The tenant is signed into the URL with the other metadata: the client cannot change it,
+    # and the finalize event stamps it on the job.
+    metadata = {**payload.metadata(), TENANT_META: principal_of(request).tenant}
     signed: SignedUpload = svc.store.signed_upload(
-        key, payload.contentType, payload.size, payload.metadata(),
-        svc.settings.upload_url_expiry_s,
+        key, payload.contentType, payload.size, metadata, svc.settings.upload_url_expiry_s,
     )
     body = UploadUrlResponse(documentId=document_id, objectName=key, url=signed.url,
                              headers=signed.headers, expiresAt=signed.expiresAt)
@@ -172,29 +179,37 @@ def local_put(request: Request, svc: Services) -> Response:
 
 
 def document(request: Request, svc: Services, doc_id: str) -> Response:
-    """GET /api/documents/<documentId>: the result manifest; 202 with the job while it runs."""
+    """GET /api/documents/<documentId>: the result manifest; 202 with the job while it runs.
+    Another tenant's document is answered like an unknown one."""
+    tenant = principal_of(request).scope
     try:
         with svc.store.open_read(output_key(doc_id, MANIFEST)) as stream:
-            return json_response(json.loads(stream.read()))
+            manifest = json.loads(stream.read())
     except ObjectNotFoundError:
-        pass
+        manifest = None
+    if manifest is not None:
+        if tenant is not None and manifest.get("tenant", DEFAULT_TENANT) != tenant:
+            raise ApiError(404, "not_found", f"no document {doc_id}")
+        return json_response(manifest)
     job_id = svc.queues.run(lambda q: job.job_of(q, doc_id))
     if job_id is None:
         raise ApiError(404, "not_found", f"no document {doc_id}")
     try:
-        view = svc.queues.run(lambda q: q.view(DOCS, job_id))
+        view = svc.queues.run(lambda q: q.view(DOCS, job_id, tenant))
     except JobNotFoundError:
-        raise ApiError(404, "not_found", f"no result for document {doc_id} yet") from None
+        raise ApiError(404, "not_found", f"no document {doc_id}") from None
     return json_response({"documentId": doc_id, "jobId": job_id, "job": view.model_dump()}, 202)
 
 
 def reprocess(request: Request, svc: Services, doc_id: str) -> Response:
-    """POST /api/documents/<documentId>/reprocess: a priority-3 job on the stored upload."""
+    """POST /api/documents/<documentId>/reprocess: a priority-3 job on the stored upload (of
+    the key's tenant: another tenant's document is unknown here)."""
     uploads = [info for info in svc.store.list(uploads_of(doc_id))
                if document_id_of(info.key) == doc_id]
-    if not uploads:
+    stored = svc.store.info(uploads[0].key) if uploads else None
+    tenant = principal_of(request).scope
+    if stored is None or tenant not in (None, tenant_of_upload(stored.metadata)):
         raise ApiError(404, "not_found", f"no stored upload for document {doc_id}")
-    stored = svc.store.info(uploads[0].key)
     data = DocumentJobData.for_stored(stored.key, stored.size, stored.metadata, reprocess=True)
     job_id = svc.intake.enqueue(data, Priority.REPROCESSING)
     return json_response({"success": True, "documentId": doc_id, "jobId": job_id}, 202)

@@ -1,4 +1,6 @@
-"""Every failure becomes a JSON error with the right status; nothing leaks a stack trace."""
+"""Every failure becomes a JSON error with the right status; nothing leaks a stack trace, and no
+answer carries an internal URL or path: errors of storage and Redis (whose messages name
+buckets, emulator hosts and directories) answer with a fixed message and log the detail."""
 
 from __future__ import annotations
 
@@ -34,23 +36,31 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
-# Most specific first: DocumentError subclasses before DocumentError.
-_STATUS: list[tuple[type[Exception], int, str]] = [
-    (JobNotFoundError, 404, "not_found"),
-    (ObjectNotFoundError, 404, "not_found"),
-    (JobStateError, 409, "conflict"),
-    (UploadInProgressError, 409, "in_progress"),
-    (QueueUnavailableError, 503, "queue_unavailable"),
-    (StorageUnavailableError, 503, "storage_unavailable"),
-    (TooLargeError, 413, "too_large"),
-    (EmptyDocumentError, 400, "empty_file"),
-    (UnsupportedTypeError, 415, "unsupported_type"),
-    (DocumentError, 422, "bad_document"),
-    (UploadSignatureError, 401, "bad_signature"),
-    (InvalidKeyError, 400, "bad_key"),
-    (InvalidMetadataError, 400, "bad_metadata"),
-    (StorageError, 503, "storage_error"),  # last: the storage errors above are more precise
+# Most specific first: DocumentError subclasses before DocumentError. The fourth value, when
+# set, is the answer's whole message: the error's own text stays in the log.
+_STATUS: list[tuple[type[Exception], int, str, str | None]] = [
+    (JobNotFoundError, 404, "not_found", None),
+    (ObjectNotFoundError, 404, "not_found", "not found"),
+    (JobStateError, 409, "conflict", None),
+    (UploadInProgressError, 409, "in_progress", None),
+    (QueueUnavailableError, 503, "queue_unavailable", "queue unavailable; try again shortly"),
+    (StorageUnavailableError, 503, "storage_unavailable", "storage unavailable; try again shortly"),
+    (TooLargeError, 413, "too_large", None),
+    (EmptyDocumentError, 400, "empty_file", None),
+    (UnsupportedTypeError, 415, "unsupported_type", None),
+    (DocumentError, 422, "bad_document", None),
+    (UploadSignatureError, 401, "bad_signature", None),
+    (InvalidKeyError, 400, "bad_key", "invalid object key"),
+    (InvalidMetadataError, 400, "bad_metadata", None),
+    # Last: the storage errors above are more precise.
+    (StorageError, 503, "storage_error", "storage error"),
 ]
+
+
+def generic(status: int, code: str, public: str, error: Exception) -> ApiError:
+    """An answer that says only `public`; the detail (URLs, hosts, paths) goes to the log."""
+    log.warning(public, extra={"event": "http_error", "code": code, "reason": str(error)})
+    return ApiError(status, code, public)
 
 
 def as_api_error(error: Exception) -> ApiError:
@@ -65,8 +75,10 @@ def as_api_error(error: Exception) -> ApiError:
     if isinstance(error, ValidationError):
         field, message = first_problem(error)
         return ApiError(422, "invalid_field", f"{field}: {message}", field)
-    for kind, status, code in _STATUS:
+    for kind, status, code, public in _STATUS:
         if isinstance(error, kind):
+            if public is not None:
+                return generic(status, code, public, error)
             return ApiError(status, code, str(error) or code.replace("_", " "))
     log.exception("unhandled error", extra={"event": "http_error"})
     return ApiError(500, "internal", "internal error")

@@ -18,13 +18,16 @@ from heavylift.api.sse import Answer, open_reader, sse_event, sse_response
 from heavylift.queue import JobNotFoundError, QueueName
 from heavylift.queue.event_stream import QueueEvent, QueueEventReader
 from heavylift.schemas import JobView
+from heavylift.tenancy import Principal
 
 _FINAL = {"completed", "failed"}
 
 
 class JobFollower:
-    def __init__(self, svc: Services, queue: QueueName, view: JobView, position: str) -> None:
+    def __init__(self, svc: Services, queue: QueueName, view: JobView, position: str,
+                 tenant: str | None) -> None:
         self.svc, self.queue, self.view, self.position = svc, queue, view, position
+        self.tenant = tenant
 
     def _state_event(self, event_id: str) -> Answer:
         name = self.view.state if self.view.state in _FINAL else "state"
@@ -48,7 +51,8 @@ class JobFollower:
             # Any other event of this job (active, waiting, delayed, completed, failed, ...):
             # the job's own view says where it stands now, retries included.
             try:
-                view = await self.svc.queues.arun(lambda q: q.view(self.queue, self.view.id))
+                view = await self.svc.queues.arun(
+                    lambda q: q.view(self.queue, self.view.id, self.tenant))
             except JobNotFoundError:
                 return out, True  # removed: a reconnect gets the 404
             if view != self.view:
@@ -60,15 +64,17 @@ class JobFollower:
         return out, False
 
 
-async def job_events(request: Request, svc: Services, job_id: str) -> StreamingResponse:
+async def job_events(request: Request, svc: Services, job_id: str,
+                     principal: Principal) -> StreamingResponse:
     queue = queue_named(request.query_params.get("queue", QueueName.DOCUMENTS), status=400)
-    job_id = job_id_of(job_id)
+    job_id, tenant = job_id_of(job_id), principal.scope
     settings = svc.settings
     reader = QueueEventReader(settings, [queue], settings.sse_heartbeat_s)
     position = await open_reader(reader)
     try:
-        view = await svc.queues.arun(lambda q: q.view(queue, job_id))  # unknown job: 404 JSON
+        # An unknown job, or another tenant's: 404 JSON.
+        view = await svc.queues.arun(lambda q: q.view(queue, job_id, tenant))
     except BaseException:
         await reader.close()
         raise
-    return sse_response(JobFollower(svc, queue, view, position), reader, settings)
+    return sse_response(JobFollower(svc, queue, view, position, tenant), reader, settings)

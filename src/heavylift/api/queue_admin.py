@@ -1,5 +1,8 @@
 """The queue admin JSON API behind /admin/queues (and for scripts and the CLI): counts, jobs by
-state, one job's detail, retry, retry-all-failed, clean, pause/resume."""
+state, one job's detail, retry, retry-all-failed, clean, pause/resume.
+
+Counts and job lists take any key (a non-admin's list holds its own tenant's jobs only); the
+detail (job data, stack traces) and every action are the operator's (`admin`: app.ROUTES)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from flask import Request, Response
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from heavylift.api.auth import principal_of
 from heavylift.api.errors import ApiError, json_response, read_json
 from heavylift.api.services import Services
 from heavylift.queue import JobNotFoundError, QueueName, Queues
@@ -67,12 +71,13 @@ def job_id_of(raw: str) -> str:
 
 
 def seed_status(request: Request, svc: Services, queue: QueueName) -> Response:
-    """The seed's status routes: `?jobId=ID` -> the job view; without it the queue's counts."""
+    """The seed's status routes: `?jobId=ID` -> the job view (404 for another tenant's job, as
+    for an unknown one); without it the queue's counts."""
     raw = request.args.get("jobId")
     if raw is None:
         return json_response(svc.queues.run(lambda q: q.counts(queue)).model_dump())
-    job_id = job_id_of(raw)
-    return json_response(svc.queues.run(lambda q: q.view(queue, job_id)).model_dump())
+    job_id, tenant = job_id_of(raw), principal_of(request).scope
+    return json_response(svc.queues.run(lambda q: q.view(queue, job_id, tenant)).model_dump())
 
 
 def queue_named(name: str, status: int = 404) -> QueueName:
@@ -97,10 +102,13 @@ def overview(request: Request, svc: Services) -> Response:
 
 
 def jobs(request: Request, svc: Services, queue: str) -> Response:
-    """GET /api/queues/<queue>/jobs?state=&page=&pageSize=: one page, newest first."""
+    """GET /api/queues/<queue>/jobs?state=&page=&pageSize=: one page, newest first (for a
+    non-admin key, of its tenant's jobs: Queues.page)."""
     name = queue_named(queue)
     query = JobsQuery.model_validate(request.args.to_dict())
-    page = svc.queues.run(lambda q: q.page(name, query.state, query.page, query.pageSize))
+    tenant = principal_of(request).scope
+    page = svc.queues.run(lambda q: q.page(name, query.state, query.page, query.pageSize,
+                                           tenant))
     return json_response(page.model_dump())
 
 

@@ -1,6 +1,7 @@
 """GET /api/queues/events: what the dashboard needs to move without a reload, as Server-Sent
 Events over all queues' event streams: `counts` (the /api/queues overview: at once, then after
-each burst of state changes) and `progress` ({"queue", "id", "progress"} of any job)."""
+each burst of state changes) and, for admin keys, `progress` ({"queue", "id", "progress"} of any
+job; other keys get counts only: the ids would be other tenants' jobs)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from heavylift.api.services import Services
 from heavylift.api.sse import Answer, open_reader, sse_event, sse_response
 from heavylift.queue import QueueName
 from heavylift.queue.event_stream import QueueEvent, QueueEventReader
+from heavylift.tenancy import Principal
 
 
 class CountsFollower:
-    def __init__(self, svc: Services) -> None:
-        self.svc = svc
+    def __init__(self, svc: Services, progress: bool) -> None:
+        self.svc, self.progress = svc, progress
 
     async def _counts(self) -> str:
         return sse_event("counts", (await self.svc.queues.arun(overview_of)).model_dump())
@@ -32,7 +34,8 @@ class CountsFollower:
         changed = False
         for event in events:
             if event.name == "progress" and event.job_id is not None:
-                latest[event.queue, event.job_id] = event.fields.get("data", "0")
+                if self.progress:
+                    latest[event.queue, event.job_id] = event.fields.get("data", "0")
             else:
                 changed = True
         out = [sse_event("progress", {"queue": queue, "id": job_id, "progress": json.loads(data)})
@@ -45,8 +48,9 @@ class CountsFollower:
         return out, False
 
 
-async def queue_events(request: Request, svc: Services) -> StreamingResponse:
+async def queue_events(request: Request, svc: Services,
+                       principal: Principal) -> StreamingResponse:
     settings = svc.settings
     reader = QueueEventReader(settings, list(QueueName), settings.sse_heartbeat_s)
     await open_reader(reader)
-    return sse_response(CountsFollower(svc), reader, settings)
+    return sse_response(CountsFollower(svc, principal.has("admin")), reader, settings)

@@ -13,8 +13,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from heavylift.api.auth import (
     KEY_PARAM,
-    key_is_valid,
     presented_key,
+    principal_of_key,
     remember_key,
     require_api_key,
 )
@@ -23,6 +23,7 @@ from heavylift.api.errors import ApiError
 from heavylift.api.queue_admin import overview_of
 from heavylift.api.services import Services
 from heavylift.schemas import JOB_STATES
+from heavylift.tenancy import Principal
 
 _templates = Environment(
     loader=PackageLoader("heavylift.api", "web"), autoescape=select_autoescape(["html"])
@@ -48,25 +49,27 @@ def _html(svc: Services, body: str, status: int = 200) -> Response:
                              "Content-Security-Policy": page_policy(svc)})
 
 
-def _page(request: Request, svc: Services, render: Callable[[str], str]) -> Response:
-    """Protected like the API. A valid `?key=` is moved into a cookie (and out of the URL,
-    history and Referer); without a valid key the page asks for one. `render` gets the page's
-    CSRF token, which its scripts send with every write."""
+def _page(request: Request, svc: Services, render: Callable[[Principal, str], str]) -> Response:
+    """Protected like the API (any role may open a page; what it may do there is checked by the
+    routes it calls). A valid `?key=` is moved into a cookie (and out of the URL, history and
+    Referer); without a valid key the page asks for one. `render` gets the caller and the
+    page's CSRF token, which its scripts send with every write."""
     key = request.args.get(KEY_PARAM)
-    if key is not None and not svc.settings.auth_disabled and key_is_valid(key, svc.settings):
+    settings = svc.settings
+    if key is not None and not settings.auth_disabled and principal_of_key(key, settings):
         rest = {name: value for name, value in request.args.items() if name != KEY_PARAM}
         location = request.path + (f"?{urlencode(rest)}" if rest else "")
         response = Response(status=303, headers={"Location": location})
         remember_key(response, request, key)
         return response
     try:
-        require_api_key(request.headers, request.args, request.cookies, svc.settings,
-                        allow_query=True)
+        principal = require_api_key(request.headers, request.args, request.cookies, settings,
+                                    allow_query=True)
     except ApiError as error:
         login = _templates.get_template("login.html")
         return _html(svc, login.render(error=error.message, path=request.path), error.status)
     key = presented_key(request.headers, request.args, request.cookies, allow_query=True)
-    return _html(svc, render(csrf_token(key) if key else ""))
+    return _html(svc, render(principal, csrf_token(key) if key else ""))
 
 
 def _size(count: int) -> str:
@@ -77,7 +80,7 @@ def upload_page(request: Request, svc: Services) -> Response:
     """GET / and /upload."""
     settings = svc.settings
 
-    def render(csrf: str) -> str:
+    def render(principal: Principal, csrf: str) -> str:
         return _templates.get_template("upload.html").render(
             page="upload", csrf_token=csrf,
             signed_threshold=settings.upload_page_signed_threshold_bytes,
@@ -91,12 +94,14 @@ def upload_page(request: Request, svc: Services) -> Response:
 
 
 def admin_page(request: Request, svc: Services) -> Response:
-    """GET /admin/queues: counts rendered here; the script keeps them live."""
+    """GET /admin/queues: counts rendered here; the script keeps them live. A non-admin key
+    gets it read-only (the script hides the actions by `role`; the routes refuse them anyway)."""
 
-    def render(csrf: str) -> str:
+    def render(principal: Principal, csrf: str) -> str:
         overview: dict[str, Any] = svc.queues.run(overview_of).model_dump()
         return _templates.get_template("admin.html").render(
-            page="admin", csrf_token=csrf, overview=overview, states=JOB_STATES
+            page="admin", csrf_token=csrf, overview=overview, states=JOB_STATES,
+            role=principal.role
         )
 
     return _page(request, svc, render)

@@ -30,6 +30,7 @@ from heavylift.settings import (
     MIN_CHUNK_SIZE,
     Settings,
 )
+from heavylift.tenancy import DEFAULT_TENANT
 
 JobType = Literal["forecast", "actuals"]
 SinkFormat = Literal["parquet", "ndjson"]
@@ -83,6 +84,8 @@ class SyncSpec(SyncRequest):
     chunkSize: StrictInt = Field(ge=MIN_CHUNK_SIZE, le=MAX_CHUNK_SIZE)
     chunkDelayMs: StrictInt = Field(ge=0, le=MAX_CHUNK_DELAY_MS)
     format: SinkFormat
+    # Whose sync: set from the key (never from the body), it scopes the job's status route.
+    tenant: str = DEFAULT_TENANT
 
     def job_data(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -97,7 +100,9 @@ class SyncRequestError(ValueError):
         self.message = message
 
 
-def parse_request(payload: Mapping[str, Any], settings: Settings) -> SyncSpec:
+def parse_request(
+    payload: Mapping[str, Any], settings: Settings, tenant: str = DEFAULT_TENANT
+) -> SyncSpec:
     """Validate a request body and resolve it against the settings, or raise SyncRequestError."""
     if not isinstance(payload, Mapping):
         raise SyncRequestError("body", "must be a JSON object")
@@ -118,6 +123,7 @@ def parse_request(payload: Mapping[str, Any], settings: Settings) -> SyncSpec:
             settings.chunk_delay_ms if request.chunkDelayMs is None else request.chunkDelayMs
         ),
         format=request.format or settings.sync_format,
+        tenant=tenant,
     )
 
 

@@ -18,6 +18,7 @@ from heavylift.documents.detect import DocumentType, detect_stream
 from heavylift.documents.errors import DocumentError, EmptyDocumentError
 from heavylift.documents.job import (
     QUEUED_HERE,
+    TENANT_META,
     DocumentJobData,
     UploadOptions,
     new_document_id,
@@ -85,12 +86,15 @@ class Intake:
         stream: BinaryIO,
         filename: str,
         options: UploadOptions,
+        tenant: str,
         idempotency_key: str | None = None,
     ) -> AcceptedUpload:
-        """Store one checked, seekable upload and queue its job (or return the existing job)."""
+        """Store one checked, seekable upload and queue its job (or return the existing job).
+        Duplicates are found within the tenant only: another tenant's upload of the same bytes
+        (or with the same Idempotency-Key) is a new job, and nobody learns of the other."""
         size, sha256 = _size_of(stream), _sha256_of(stream)
         key = idempotency_key or f"sha256:{sha256}:{options.fingerprint()}"
-        claim = Claim(self.queues, job.QUEUE, key, self.settings.idempotency_ttl_s)
+        claim = Claim(self.queues, job.QUEUE, f"{tenant}:{key}", self.settings.idempotency_ttl_s)
         existing = claim.existing()
         if existing is not None:
             return AcceptedUpload(**existing, duplicate=True)
@@ -101,10 +105,11 @@ class Intake:
         accepted: AcceptedUpload | None = None
         try:
             self.store.put_stream(object_key, stream, "application/octet-stream",
-                                  {**options.metadata(), "sha256": sha256, **QUEUED_HERE})
+                                  {**options.metadata(), "sha256": sha256, TENANT_META: tenant,
+                                   **QUEUED_HERE})
             data = DocumentJobData(documentId=document_id, objectKey=object_key,
                                    filename=safe_filename(filename), size=size,
-                                   options=options, sha256=sha256)
+                                   options=options, sha256=sha256, tenant=tenant)
             try:
                 job_id = self.enqueue(data)
             except QueueUnavailableError:

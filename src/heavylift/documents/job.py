@@ -19,6 +19,7 @@ import uuid
 from pydantic import BaseModel
 
 from heavylift.queue import JobKind, Priority, QueueName, Queues, own_key
+from heavylift.tenancy import DEFAULT_TENANT
 
 log = logging.getLogger("heavylift.documents")
 
@@ -31,6 +32,9 @@ MANIFEST = "manifest.json"
 # Set on objects whose job the api queued itself: the bucket's finalize event for them (fired on
 # GCP for every write) must not queue a second job.
 QUEUED_HERE = {"queued-by": "api"}
+# The object metadata naming the upload's tenant: signed into upload URLs, so the finalize event
+# (and reprocess) can tell whose document it is.
+TENANT_META = "tenant"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 _FLAG_KEYS = {"useAI": "use-ai", "generateSummary": "generate-summary",
@@ -70,6 +74,7 @@ class DocumentJobData(BaseModel):
     options: UploadOptions
     sha256: str | None = None
     reprocess: bool = False
+    tenant: str = DEFAULT_TENANT
 
     @classmethod
     def for_stored(
@@ -82,7 +87,13 @@ class DocumentJobData(BaseModel):
             raise ValueError(f"{key!r} is not an upload key")
         return cls(documentId=document_id, objectKey=key, filename=key.rsplit("/", 1)[-1],
                    size=size, options=UploadOptions.from_metadata(metadata),
-                   sha256=metadata.get("sha256"), reprocess=reprocess)
+                   sha256=metadata.get("sha256"), reprocess=reprocess,
+                   tenant=tenant_of_upload(metadata))
+
+
+def tenant_of_upload(metadata: dict[str, str]) -> str:
+    """Whose upload this is (uploads stored before tenants: default)."""
+    return metadata.get(TENANT_META) or DEFAULT_TENANT
 
 
 def new_document_id() -> str:

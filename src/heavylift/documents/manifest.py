@@ -44,6 +44,7 @@ class ManifestError(BaseModel):
 
 class DocumentManifest(BaseModel):
     documentId: str
+    tenant: str  # whose document: GET /api/documents/<id> answers only that tenant (and admins)
     jobId: str
     attempt: int
     status: Literal["COMPLETED", "FAILED"]

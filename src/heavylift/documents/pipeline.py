@@ -275,6 +275,7 @@ class _Run:
         ai = vectors or analysis
         return DocumentManifest(
             documentId=self.data.documentId,
+            tenant=self.data.tenant,
             jobId=self.ctx.id,
             attempt=self.ctx.attempt,
             status="FAILED" if error else "COMPLETED",

@@ -17,6 +17,7 @@ from heavylift.queue.names import Priority, QueueName
 from heavylift.queue.views import job_detail, job_view, user_state
 from heavylift.schemas import JobDetail, JobPage, JobState, JobView, QueueCounts
 from heavylift.settings import Settings
+from heavylift.tenancy import DEFAULT_TENANT
 
 log = logging.getLogger("heavylift.queue")
 
@@ -32,6 +33,10 @@ _ALL_BULL_STATES = tuple(s for states in _BULL_STATES.values() for s in states)
 # One clean call is one Lua script: bounded, so Redis (and lock renewal) never stalls on it.
 _CLEAN_BATCH = 1000
 _CLEANABLE = {"completed", "failed", "delayed", "waiting", "prioritized", "paused", "active"}
+# A page of one tenant's jobs is filtered from the newest jobs of the state: at most this many
+# are read (in batches), so a page costs bounded Redis work however long the history is.
+TENANT_SCAN_LIMIT = 5000
+_SCAN_BATCH = 500
 
 REDIS_DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
@@ -72,6 +77,18 @@ def own_key(settings: Settings, *parts: str) -> str:
 def bull_options(settings: Settings) -> dict[str, Any]:
     """Connection options shared by every bullmq Queue and Worker we create."""
     return {"connection": settings.redis_connection_url(), "prefix": settings.queue_prefix}
+
+
+def tenant_of(data: Any) -> str:
+    """The tenant a job belongs to: its data's `tenant` (jobs queued before tenants: default)."""
+    tenant = data.get("tenant") if isinstance(data, dict) else None
+    return str(tenant) if tenant else DEFAULT_TENANT
+
+
+def _check_tenant(data: Any, tenant: str | None, name: QueueName, job_id: str) -> None:
+    """Another tenant's job is answered exactly like an unknown one (a 403 would confirm it)."""
+    if tenant is not None and tenant_of(data) != tenant:
+        raise JobNotFoundError(f"job {job_id} not found in queue {name}")
 
 
 class Queues:
@@ -149,11 +166,15 @@ class Queues:
             state = user_state(await queue.getJobState(job_id)) or state
         return job, state
 
-    async def view(self, name: QueueName, job_id: str) -> JobView:
+    async def view(self, name: QueueName, job_id: str, tenant: str | None = None) -> JobView:
+        """The job's view; with `tenant`, only if the job is that tenant's."""
         try:
             job, state = await self._job_and_state(name, job_id)
         except JobNotFoundError:
-            return records.as_view(await self._record(name, job_id))
+            record = await self._record(name, job_id)
+            _check_tenant(record.data, tenant, name, job_id)
+            return records.as_view(record)
+        _check_tenant(job.data, tenant, name, job_id)
         return job_view(job, state)
 
     async def detail(self, name: QueueName, job_id: str) -> JobDetail:
@@ -194,9 +215,13 @@ class Queues:
                 "reason": str(down)})
 
     async def page(
-        self, name: QueueName, state: JobState, page: int = 1, page_size: int = 20
+        self, name: QueueName, state: JobState, page: int = 1, page_size: int = 20,
+        tenant: str | None = None,
     ) -> JobPage:
-        """One page of jobs in a state, newest first (Bull's order for finished jobs)."""
+        """One page of jobs in a state, newest first (Bull's order for finished jobs); with
+        `tenant`, of that tenant's jobs only (`_tenant_page`)."""
+        if tenant is not None:
+            return await self._tenant_page(name, state, page, page_size, tenant)
         start = (page - 1) * page_size
         queue = self.bull(name)
         bull_states = _BULL_STATES[state]
@@ -206,6 +231,22 @@ class Queues:
             state=state, page=page, pageSize=page_size, total=total,
             jobs=[job_view(job, state) for job in jobs],
         )
+
+    async def _tenant_page(
+        self, name: QueueName, state: JobState, page: int, page_size: int, tenant: str
+    ) -> JobPage:
+        """Filtered from the newest TENANT_SCAN_LIMIT jobs in the state: `total` counts the
+        tenant's jobs among those (older ones are not listed)."""
+        queue, bull_states = self.bull(name), list(_BULL_STATES[state])
+        mine: list[Any] = []
+        for start in range(0, TENANT_SCAN_LIMIT, _SCAN_BATCH):
+            batch = await queue.getJobs(bull_states, start, start + _SCAN_BATCH - 1, asc=False)
+            mine += [job for job in batch if tenant_of(job.data) == tenant]
+            if len(batch) < _SCAN_BATCH:
+                break
+        first = (page - 1) * page_size
+        return JobPage(state=state, page=page, pageSize=page_size, total=len(mine),
+                       jobs=[job_view(job, state) for job in mine[first:first + page_size]])
 
     # --- admin -------------------------------------------------------------------------------
 

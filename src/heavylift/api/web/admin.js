@@ -16,6 +16,9 @@
   let job = null;
   let jobStream = null;
   let listTimer = null;
+  // Actions are the operator's: other roles get the page read-only (the routes refuse them too).
+  const ADMIN = $("#queue-panel").dataset.role === "admin";
+  if (!ADMIN) $("#queue-panel .actions").style.display = "none";
 
   function readHash() {
     const p = new URLSearchParams(location.hash.slice(1));
@@ -156,7 +159,7 @@
     $("#d-result").textContent = JSON.stringify(job.result, null, 2);
     $("#d-stack-box").hidden = !(job.stacktrace && job.stacktrace.length);
     $("#d-stack").textContent = (job.stacktrace || []).join("\n\n");
-    $("#d-retry").hidden = job.state !== "failed";
+    $("#d-retry").hidden = !ADMIN || job.state !== "failed";
   }
 
   function closeJobStream() {
