@@ -3,7 +3,9 @@ PUT, the result manifest and reprocess."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -26,7 +28,8 @@ from heavylift.documents.job import (
     upload_key,
     uploads_of,
 )
-from heavylift.queue import JobNotFoundError, Priority
+from heavylift.queue import JobNotFoundError, Priority, QueueUnavailableError
+from heavylift.queue.idempotency import Claim
 from heavylift.storage import ObjectNotFoundError, SignedUpload
 from heavylift.storage.local import LocalStore, metadata_from_headers, verify_local_upload
 
@@ -141,7 +144,7 @@ def upload_url(request: Request, svc: Services) -> Response:
 
 def local_put(request: Request, svc: Services) -> Response:
     """PUT /api/storage/upload: the file:// stand-in for a bucket's signed URL; on success it
-    enqueues like the bucket's finalize event would."""
+    enqueues like the bucket's finalize event would. A URL works once: later PUTs get 409."""
     if not isinstance(svc.store, LocalStore):  # buckets take their signed PUTs themselves
         raise ApiError(404, "not_found", "local uploads are only served for file:// storage")
     key = request.args.get("key", "")
@@ -152,14 +155,36 @@ def local_put(request: Request, svc: Services) -> Response:
         raise ApiError(413, "too_large", f"{size} bytes is over the limit")
     content_type = request.headers.get("Content-Type", "")
     metadata = metadata_from_headers(dict(request.headers))
-    verify_local_upload(svc.settings, key, request.args.get("expires", ""),
-                        request.args.get("sig", ""), content_type, size, metadata)
+    expires_at = verify_local_upload(svc.settings, key, request.args.get("expires", ""),
+                                     request.args.get("sig", ""), content_type, size, metadata)
+    # One claim per object (each URL names a fresh one), held until the URL expires: the
+    # pending state covers a slow upload, so a concurrent PUT loses even mid-transfer.
+    lifetime = max(1, expires_at - int(time.time()) + 1)
+    once = Claim(svc.queues, DOCS, f"signed-put:{key}", lifetime, pending_ttl_s=lifetime)
+    if not once.take():
+        raise ApiError(409, "already_uploaded", "this upload URL was already used (it works "
+                       "once); ask POST /api/documents/upload-url for a new one")
+    try:
+        job_id = _store_and_enqueue(svc, key, request, content_type, size, metadata)
+    except BaseException:  # an interrupted or refused PUT leaves the URL usable again
+        with contextlib.suppress(QueueUnavailableError):
+            once.release()
+        raise
+    once.complete({"jobId": job_id})
+    return json_response({"success": True, "objectName": key, "jobId": job_id}, 200)
+
+
+def _store_and_enqueue(svc: Services, key: str, request: Request, content_type: str,
+                       size: int, metadata: dict[str, str]) -> str | None:
+    """The body under `key` and its job; nothing stays stored when either step fails."""
     info = svc.store.put_stream(key, request.stream, content_type, metadata)
-    if info.size != size:
+    try:
+        if info.size != size:
+            raise ApiError(400, "incomplete_body", f"received {info.size} of {size} bytes")
+        return enqueue_finalized(svc, info.key, info.size, metadata)
+    except BaseException:
         svc.store.delete(key)
-        raise ApiError(400, "incomplete_body", f"received {info.size} of {size} bytes")
-    job_id = enqueue_finalized(svc, info.key, info.etag_or_generation, info.size, metadata)
-    return json_response({"success": True, "objectName": info.key, "jobId": job_id}, 200)
+        raise
 
 
 def document(request: Request, svc: Services, doc_id: str) -> Response:
