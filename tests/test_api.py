@@ -4,6 +4,7 @@ file://, gs:// (fake-gcs-server) and s3:// (moto), plus the same app in-process.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -11,7 +12,8 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -19,6 +21,7 @@ from starlette.testclient import TestClient
 
 from heavylift.api.services import reset_services
 from heavylift.queue import BlockingQueues, Priority, QueueName
+from heavylift.schemas import JobView
 from heavylift.settings import Settings
 from heavylift.storage import ObjectStore, open_store
 from local.launch import RedisServer, free_port
@@ -154,15 +157,78 @@ def test_upload_url_put_and_event_queue_once(fresh: Api, tmp_path: Path) -> None
                                          info.metadata)
             assert delivered.status_code == 200, delivered.text
         job_id = None
-    queues = BlockingQueues(Settings(redis_url=fresh.env["REDIS_URL"]))
+    [job] = waiting_jobs(fresh)
+    assert job_id is None or job.id == job_id
+    assert job_of_document(fresh, signed["documentId"]) == job.id
+
+
+def waiting_jobs(api: Api) -> list[JobView]:
+    queues = BlockingQueues(Settings(redis_url=api.env["REDIS_URL"]))
     page = queues.run(lambda q: q.page(DOCS, "waiting"))
     queues.close()
-    assert page.total == 1
-    job = page.jobs[0]
-    assert job_id is None or job.id == job_id
-    status = fresh.session.get(fresh.url(f"/api/documents/{signed['documentId']}"), timeout=10)
-    assert status.status_code == 202
-    assert status.json()["jobId"] == job.id
+    assert page.total == len(page.jobs)
+    return page.jobs
+
+
+def job_of_document(api: Api, document_id: str) -> str:
+    status = api.session.get(api.url(f"/api/documents/{document_id}"), timeout=10)
+    assert status.status_code == 202, status.text
+    job_id: str = status.json()["jobId"]
+    return job_id
+
+
+def upload_url(api: Api, filename: str, size: int) -> dict[str, Any]:
+    answer = api.session.post(api.url("/api/documents/upload-url"), json={
+        "filename": filename, "size": size, "contentType": "application/pdf"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    signed: dict[str, Any] = answer.json()
+    return signed
+
+
+def stored_bytes(api: Api, key: str) -> bytes:
+    with store_of(api).open_read(key) as stream:
+        return stream.read()
+
+
+def test_signed_put_url_works_once(fresh: Api) -> None:
+    first, replay = (b"%PDF-1.7\n" + fill * 4096 for fill in (b"a", b"b"))
+    signed = upload_url(fresh, "once.pdf", len(first))
+    put = requests.put(signed["url"], data=first, headers=signed["headers"], timeout=30)
+    assert put.status_code in (200, 201), put.text
+    uploaded = store_of(fresh).info(signed["objectName"])
+
+    again = requests.put(signed["url"], data=replay, headers=signed["headers"], timeout=30)
+    backend = fresh.env["STORAGE_URL"].split(":")[0]
+    if backend == "file":
+        assert again.status_code == 409
+        assert again.json()["code"] == "already_uploaded"
+        assert "works once" in again.json()["error"]
+    elif backend == "s3":
+        assert again.status_code == 412 and "<Condition>If-None-Match</Condition>" in again.text
+    else:
+        # GCS refuses the replay with 412 (the URL signs x-goog-if-generation-match: 0);
+        # fake-gcs-server ignores preconditions on signed PUTs and overwrites the object, which
+        # leaves the replayed finalize event below to prove that no second job comes of it.
+        assert signed["headers"]["x-goog-if-generation-match"] == "0"
+        signed_headers = parse_qs(urlsplit(signed["url"]).query)["X-Goog-SignedHeaders"][0]
+        assert "x-goog-if-generation-match" in signed_headers.split(";")
+        assert again.status_code == 200
+    assert stored_bytes(fresh, signed["objectName"]) == (replay if backend == "gs" else first)
+
+    if backend != "file":
+        bucket, prefix = fresh.env["STORAGE_URL"].split("/")[2:4]
+        now = store_of(fresh).info(signed["objectName"]).etag_or_generation
+        # The first upload's event, Eventarc's redelivery of it, then an event for a new
+        # generation (the overwrite that got through, or one the store would have made).
+        generations = [uploaded.etag_or_generation] * 2 + [
+            now if now != uploaded.etag_or_generation else now + "1"]
+        for generation in generations:
+            delivered = fresh.post_event(bucket, f"{prefix}/{signed['objectName']}", generation,
+                                         len(first), uploaded.metadata)
+            assert delivered.status_code == 200, delivered.text
+    [job] = waiting_jobs(fresh)
+    assert job.id == (put.json()["jobId"] if backend == "file" else job.id)
+    assert job_of_document(fresh, signed["documentId"]) == job.id
 
 
 # --- idempotency, manifest, reprocess (file:// only: no backend difference) -----------------
@@ -183,6 +249,67 @@ def local_api(
 @pytest.fixture
 def local(local_api: Api, redis_url: str) -> Api:
     return local_api
+
+
+def start_put(signed: dict[str, Any], size: int, part: bytes) -> http.client.HTTPConnection:
+    """A PUT to the signed URL that has sent its headers and the first `part` of its body."""
+    url = urlsplit(signed["url"])
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
+    connection.putrequest("PUT", f"{url.path}?{url.query}")
+    for name, value in {**signed["headers"], "Content-Length": str(size)}.items():
+        connection.putheader(name, value)
+    connection.endheaders()
+    connection.send(part)
+    return connection
+
+
+def upload_folder(api: Api, document_id: str) -> Path:
+    return Path(api.env["STORAGE_URL"].removeprefix("file://")) / "uploads" / document_id
+
+
+def test_concurrent_signed_puts_one_wins(local: Api) -> None:
+    """Two PUTs on one URL at once, the first still sending its body when the second ends:
+    exactly one stores its bytes and queues a job, the other gets 409."""
+    body = b"%PDF-1.7\n" + os.urandom(2 * 1024 * 1024)
+    rival_body = b"%PDF-1.7\n" + os.urandom(2 * 1024 * 1024)
+    signed = upload_url(local, "race.pdf", len(body))
+    half = len(body) // 2
+    slow = start_put(signed, len(body), body[:half])
+    rival = requests.put(signed["url"], data=rival_body, headers=signed["headers"], timeout=30)
+    slow.send(body[half:])
+    answer = slow.getresponse()
+    slow_json = json.loads(answer.read())
+    slow.close()
+
+    assert sorted([answer.status, rival.status_code]) == [200, 409]
+    winner, loser = ((slow_json, rival.json()) if answer.status == 200
+                     else (rival.json(), slow_json))
+    assert loser["code"] == "already_uploaded"
+    won_body = body if answer.status == 200 else rival_body
+    assert stored_bytes(local, signed["objectName"]) == won_body
+    [job] = waiting_jobs(local)
+    assert job.id == winner["jobId"]
+
+
+def test_interrupted_signed_put_leaves_the_url_usable(local: Api) -> None:
+    body = b"%PDF-1.7\n" + os.urandom(1024 * 1024)
+    signed = upload_url(local, "cut.pdf", len(body))
+    cut = start_put(signed, len(body), body[: len(body) // 3])
+    time.sleep(0.2)  # the api is reading the body
+    cut.close()  # the client goes away mid-body
+
+    deadline = time.monotonic() + 10
+    while (retry := requests.put(signed["url"], data=body, headers=signed["headers"],
+                                 timeout=30)).status_code == 409 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the api has not noticed the disconnect yet
+    assert retry.status_code == 200, retry.text
+    assert stored_bytes(local, signed["objectName"]) == body
+    leftovers = list(upload_folder(local, signed["documentId"]).glob(".hl-tmp-*"))
+    assert leftovers == []  # no partial file left
+    [job] = waiting_jobs(local)
+    assert job.id == retry.json()["jobId"]
+    assert requests.put(signed["url"], data=body, headers=signed["headers"],
+                        timeout=30).status_code == 409
 
 
 def test_idempotency_key_and_same_content_return_the_existing_job(

@@ -3,7 +3,9 @@ PUT, the result manifest and reprocess."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -30,7 +32,8 @@ from heavylift.documents.job import (
     upload_key,
     uploads_of,
 )
-from heavylift.queue import JobNotFoundError, Priority
+from heavylift.queue import JobNotFoundError, Priority, QueueUnavailableError
+from heavylift.queue.idempotency import Claim
 from heavylift.storage import ObjectNotFoundError, SignedUpload
 from heavylift.storage.local import LocalStore, metadata_from_headers, verify_local_upload
 from heavylift.tenancy import DEFAULT_TENANT
@@ -169,13 +172,36 @@ def local_put(request: Request, svc: Services) -> Response:
     `admit_local_put`; on success it enqueues like the bucket's finalize event would."""
     size = request.content_length or 0
     metadata = metadata_from_headers(dict(request.headers))
-    info = svc.store.put_stream(request.args.get("key", ""), request.stream,
-                                request.headers.get("Content-Type", ""), metadata)
-    if info.size != size:
-        svc.store.delete(info.key)
-        raise ApiError(400, "incomplete_body", f"received {info.size} of {size} bytes")
-    job_id = enqueue_finalized(svc, info.key, info.etag_or_generation, info.size, metadata)
-    return json_response({"success": True, "objectName": info.key, "jobId": job_id}, 200)
+    key = request.args.get("key", "")
+    content_type = request.headers.get("Content-Type", "")
+    # One claim per object (each URL names a fresh one), held until the URL expires (its expiry
+    # was verified by `admit_local_put`): a replayed or concurrent PUT gets 409.
+    lifetime = max(1, int(request.args.get("expires", "0")) - int(time.time()) + 1)
+    once = Claim(svc.queues, DOCS, f"signed-put:{key}", lifetime, pending_ttl_s=lifetime)
+    if not once.take():
+        raise ApiError(409, "already_uploaded", "this upload URL was already used (it works "
+                       "once); ask POST /api/documents/upload-url for a new one")
+    try:
+        job_id = _store_and_enqueue(svc, key, request, content_type, size, metadata)
+    except BaseException:  # an interrupted or refused PUT leaves the URL usable again
+        with contextlib.suppress(QueueUnavailableError):
+            once.release()
+        raise
+    once.complete({"jobId": job_id})
+    return json_response({"success": True, "objectName": key, "jobId": job_id}, 200)
+
+
+def _store_and_enqueue(svc: Services, key: str, request: Request, content_type: str,
+                       size: int, metadata: dict[str, str]) -> str | None:
+    """The body under `key` and its job; nothing stays stored when either step fails."""
+    info = svc.store.put_stream(key, request.stream, content_type, metadata)
+    try:
+        if info.size != size:
+            raise ApiError(400, "incomplete_body", f"received {info.size} of {size} bytes")
+        return enqueue_finalized(svc, info.key, info.size, metadata)
+    except BaseException:
+        svc.store.delete(key)
+        raise
 
 
 def document(request: Request, svc: Services, doc_id: str) -> Response:

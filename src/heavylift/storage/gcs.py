@@ -4,7 +4,9 @@ URL: `gs://bucket[/prefix]`. API calls use Application Default Credentials; when
 STORAGE_EMULATOR_HOST variable is set (fake-gcs-server) the client talks to the emulator,
 anonymously, and signed URLs point at it too.
 
-Signed upload URLs are V4 signed PUTs. Who signs, first match wins:
+Signed upload URLs are V4 signed PUTs that work once: they sign `x-goog-if-generation-match: 0`,
+so GCS answers a second PUT to the object with 412 (fake-gcs-server ignores that precondition).
+Who signs, first match wins:
 1. GCS_SIGNING_CREDENTIALS_FILE, a service-account JSON: signed locally with its key (local runs,
    tests against the emulator, which does not check signatures);
 2. the API credentials, when they hold a private key (GOOGLE_APPLICATION_CREDENTIALS = a key file);
@@ -119,8 +121,10 @@ class GcsStore(ObjectStore):
     def _sign_upload(
         self, name: str, content_type: str, size: int, metadata: dict[str, str], expires_at: int
     ) -> tuple[str, dict[str, str]]:
-        # Signed headers bind the size (GCS rejects any other length) and the metadata.
-        headers = {"x-goog-content-length-range": f"{size},{size}"}
+        # Signed headers bind the size (GCS rejects any other length) and the metadata, and make
+        # the URL single-use: generation 0 means "only if no live object", so a replay gets 412.
+        headers = {"x-goog-content-length-range": f"{size},{size}",
+                   "x-goog-if-generation-match": "0"}
         headers.update({f"x-goog-meta-{k}": v for k, v in metadata.items()})
         url: str = self._bucket.blob(name).generate_signed_url(
             version="v4",

@@ -10,7 +10,7 @@ There is no bucket to sign for, so a signed upload points at the api itself:
 `{PUBLIC_BASE_URL}/api/storage/upload?key=..&expires=..&sig=..`, where `sig` is an HMAC-SHA256
 (key UPLOAD_SIGNING_SECRET) over key, expiry, content type, size and metadata. The route reads the
 metadata back with `metadata_from_headers`, checks the request with `verify_local_upload` and
-stores the body with `put_stream`.
+stores the body with `put_stream`, once per URL (a Redis claim, like the buckets' preconditions).
 """
 
 from __future__ import annotations
@@ -187,8 +187,9 @@ def verify_local_upload(
     content_type: str,
     size: int,
     metadata: Mapping[str, str],
-) -> None:
-    """Accept a PUT to the file:// upload route, or raise UploadSignatureError saying why not.
+) -> int:
+    """Accept a PUT to the file:// upload route (returning its expiry, unix), or raise
+    UploadSignatureError saying why not.
 
     `content_type`, `size` (Content-Length) and `metadata` are what the request carries: any
     difference from what was signed fails the check.
@@ -206,3 +207,4 @@ def verify_local_upload(
         )
     if time.time() > expires_at:
         raise UploadSignatureError(f"upload URL expired at {iso_utc(expires_at)}")
+    return expires_at

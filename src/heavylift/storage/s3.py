@@ -3,7 +3,8 @@
 URL: `s3://bucket[/prefix]`. Credentials and region come the usual AWS way (AWS_ACCESS_KEY_ID /
 AWS_SECRET_ACCESS_KEY / AWS_DEFAULT_REGION, profiles, instance roles); S3_ENDPOINT_URL points at
 an S3-compatible server (moto, MinIO) and switches to path-style addressing. Signed uploads are
-presigned PUTs whose signature covers the content type and the x-amz-meta-* headers.
+presigned PUTs whose signature covers the content type, the x-amz-meta-* headers and
+`If-None-Match: *` (the URL works once: S3 answers a second PUT to the key with 412).
 
 S3 listings carry no content type or metadata: `list()` gives None and {} for them; `info()` has
 both.
@@ -125,11 +126,13 @@ class S3Store(ObjectStore):
                 "ContentType": content_type,
                 "ContentLength": size,
                 "Metadata": metadata,
+                # Signed, so a client must send it: S3 then refuses a replay with 412.
+                "IfNoneMatch": "*",
             },
             ExpiresIn=max(1, expires_at - int(time.time())),
             HttpMethod="PUT",
         )
-        headers = {"Content-Type": content_type}
+        headers = {"Content-Type": content_type, "If-None-Match": "*"}
         headers.update({f"x-amz-meta-{k}": v for k, v in metadata.items()})
         return url, headers
 
