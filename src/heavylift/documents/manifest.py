@@ -46,7 +46,7 @@ class DocumentManifest(BaseModel):
     documentId: str
     jobId: str
     attempt: int
-    status: Literal["COMPLETED", "FAILED"]
+    status: Literal["COMPLETED", "FAILED", "CANCELLED"]
     filename: str
     size: int
     sha256: str | None
