@@ -1,5 +1,5 @@
 """The queue admin JSON API behind /admin/queues (and for scripts and the CLI): counts, jobs by
-state, one job's detail, retry, retry-all-failed, clean, pause/resume.
+state, one job's detail, retry, cancel, retry-all-failed, clean, pause/resume.
 
 Counts and job lists take any key (a non-admin's list holds its own tenant's jobs only); the
 detail (job data, stack traces) and every action are the operator's (`admin`: app.ROUTES)."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any, Literal
 
 from flask import Request, Response
@@ -17,7 +18,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from heavylift.api.auth import principal_of
 from heavylift.api.errors import ApiError, json_response, read_json
 from heavylift.api.services import Services
-from heavylift.queue import JobNotFoundError, QueueName, Queues
+from heavylift.queue import JobNotFoundError, JobStateError, QueueName, Queues
+from heavylift.queue.cancel import CANCELLED_REASON
 from heavylift.schemas import JobState, QueueCounts
 
 
@@ -122,6 +124,29 @@ def retry(request: Request, svc: Services, queue: str, job_id: str) -> Response:
     """POST /api/queues/<queue>/jobs/<id>/retry: a failed job runs again (409 otherwise)."""
     name, job_id = queue_named(queue), job_id_of(job_id)
     view = svc.queues.run(lambda q: q.retry(name, job_id))
+    return json_response({"success": True, "job": view.model_dump()})
+
+
+# How long a cancel waits for the worker holding the job to stop it (normally milliseconds: the
+# worker hears it over pub/sub, else within its 0.5 s mark check); after that 202, still active.
+CANCEL_WAIT_S = 3.0
+_CANCEL_POLL_S = 0.05
+
+
+def cancel(request: Request, svc: Services, queue: str, job_id: str) -> Response:
+    """POST /api/queues/<queue>/jobs/<id>/cancel: a waiting or running job fails as "cancelled",
+    not retried; 409 once it has finished (also when it finished before the cancel reached it)."""
+    name, job_id = queue_named(queue), job_id_of(job_id)
+    view = svc.queues.run(lambda q: q.cancel(name, job_id))
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while view.state not in ("completed", "failed") and time.monotonic() < deadline:
+        time.sleep(_CANCEL_POLL_S)
+        view = svc.queues.run(lambda q: q.view(name, job_id))
+    if view.state not in ("completed", "failed"):  # the holder will stop it (or the next one)
+        return json_response({"success": True, "job": view.model_dump()}, 202)
+    if view.state == "completed" or view.failedReason != CANCELLED_REASON:
+        svc.queues.run(lambda q: q.clear_cancel(name, job_id))
+        raise JobStateError(f"job {job_id} {view.state} before the cancel reached it")
     return json_response({"success": True, "job": view.model_dump()})
 
 

@@ -173,6 +173,16 @@ def retry(job: Annotated[str | None, typer.Argument()] = None,
         raise fail(error) from None
 
 
+@app.command()
+def cancel(job: str, queue: QueueOption = "documents", url: UrlOption = DEFAULT_URL,
+           api_key: KeyOption = None) -> None:
+    """Stop a waiting or running job: it fails as "cancelled" and is not retried."""
+    try:
+        show(Client(url, api_key).call("POST", f"/api/queues/{queue}/jobs/{job}/cancel"))
+    except ApiError as error:
+        raise fail(error) from None
+
+
 def duration_ms(text: str) -> int:
     match = _DURATION.match(text.strip())
     if match is None:

@@ -204,6 +204,12 @@ class DatasetSync:
         state.rowsWritten = sum(part.rows for part in state.parts)
         state.runs[-1].reorderedAt = index
 
+    def mark_cancelled(self) -> None:
+        """A cancelled sync keeps its parts (a retry of the job resumes from them, as any
+        attempt does); `manifest.json` says CANCELLED. Nothing to mark before `start` returned."""
+        if self.manifest is not None:
+            self.sink.save(MANIFEST, self.manifest.model_copy(update={"status": "CANCELLED"}))
+
     def finish(self) -> SyncResult:
         state = self._state
         if state.status != "COMPLETED":

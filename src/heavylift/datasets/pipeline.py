@@ -38,6 +38,10 @@ async def sync_dataset(ctx: JobContext) -> dict[str, Any]:
         if error.permanent:
             raise PermanentJobError(str(error)) from error
         raise
+    except asyncio.CancelledError:
+        if ctx.cancelled:
+            await asyncio.to_thread(sync.mark_cancelled)
+        raise
     finally:
         await asyncio.to_thread(release_memory)  # the chunks' pages, for the next job
     return result.model_dump()

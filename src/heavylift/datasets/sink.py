@@ -78,7 +78,7 @@ class SyncManifest(BaseModel):
     """The sync's record: the checkpoint while it runs, `manifest.json` once COMPLETED."""
 
     syncId: str
-    status: Literal["IN_PROGRESS", "COMPLETED"] = "IN_PROGRESS"
+    status: Literal["IN_PROGRESS", "COMPLETED", "CANCELLED"] = "IN_PROGRESS"
     request: dict[str, Any]
     resultTable: str
     format: SinkFormat

@@ -47,7 +47,7 @@ class DocumentManifest(BaseModel):
     tenant: str  # whose document: GET /api/documents/<id> answers only that tenant (and admins)
     jobId: str
     attempt: int
-    status: Literal["COMPLETED", "FAILED"]
+    status: Literal["COMPLETED", "FAILED", "CANCELLED"]
     filename: str
     size: int
     sha256: str | None

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
@@ -48,6 +48,7 @@ from heavylift.documents.store import (
     DocumentFiles,
     StageTiming,
 )
+from heavylift.queue.cancel import CANCELLED_REASON
 from heavylift.runtime import metrics
 from heavylift.runtime.context import JobContext, PermanentJobError
 from heavylift.runtime.offload import PoolMemoryError
@@ -118,6 +119,10 @@ class _Run:
             await asyncio.to_thread(self.files.write_manifest, manifest)
         except Exception as error:
             await self._fail(error)
+        except asyncio.CancelledError:
+            if self.ctx.cancelled:
+                await self._cancelled()
+            raise
         self.ctx.set_progress(100)
         counts = manifest.counts
         return DocumentResult(
@@ -267,7 +272,9 @@ class _Run:
 
     # --- results ------------------------------------------------------------------------------
 
-    def _manifest(self, error: ManifestError | None) -> DocumentManifest:
+    def _manifest(
+        self, error: ManifestError | None, status: Literal["CANCELLED"] | None = None
+    ) -> DocumentManifest:
         cp = self.checkpoint
         extract, chunk, analysis, vectors = cp.extract, cp.chunk, cp.analysis, cp.embeddings
         outputs = {PAGES: extract, CHUNKS: chunk, ANALYSIS: analysis, VECTORS: vectors,
@@ -278,7 +285,7 @@ class _Run:
             tenant=self.data.tenant,
             jobId=self.ctx.id,
             attempt=self.ctx.attempt,
-            status="FAILED" if error else "COMPLETED",
+            status=status or ("FAILED" if error else "COMPLETED"),
             filename=self.data.filename,
             size=self.data.size,
             sha256=self.data.sha256,
@@ -335,6 +342,25 @@ class _Run:
         if reason is not None:
             raise PermanentJobError(reason) from error
         raise error
+
+    async def _cancelled(self) -> None:
+        """Cancelled through the API: this run's stored stages go and the manifest says
+        CANCELLED. Before this run opened its checkpoint the folder is another run's: kept."""
+        if not self.checkpoint.run:
+            return
+        self.checkpoint = Checkpoint(run="")
+        manifest = self._manifest(ManifestError(type="JobCancelledError",
+                                                message=CANCELLED_REASON), "CANCELLED")
+
+        def clear_and_mark() -> None:
+            self.files.start_fresh()
+            self.files.write_manifest(manifest)
+
+        try:
+            await asyncio.to_thread(clear_and_mark)
+        except StorageError as storage_error:
+            log.warning("could not clear the cancelled document", extra={
+                "event": "manifest_failed", "jobId": self.ctx.id, "reason": str(storage_error)})
 
     # --- progress and logs --------------------------------------------------------------------
 

@@ -6,13 +6,14 @@ connection) per queue name, created on first use and reused.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from bullmq import Queue
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from heavylift.queue import records
+from heavylift.queue import cancel, records
 from heavylift.queue.names import Priority, QueueName
 from heavylift.queue.views import job_detail, job_view, user_state
 from heavylift.schemas import JobDetail, JobPage, JobState, JobView, QueueCounts
@@ -254,9 +255,55 @@ class Queues:
         job, state = await self._job_and_state(name, job_id)
         if state != "failed":
             raise JobStateError(f"job {job_id} is {state}; only failed jobs can be retried")
+        await self.clear_cancel(name, job_id)  # a mark left by a cancel that lost a race
         await job.retry("failed", {"resetAttemptsMade": True})
         log.info("job retried", extra={"event": "retried", "queue": str(name), "jobId": job_id})
         return await self.view(name, job_id)
+
+    async def cancel(self, name: QueueName, job_id: str) -> JobView:
+        """Fail a job no worker holds as cancelled at once; for an active one, ask the worker
+        holding it (queue.cancel). Returns the view right after: `active` until that worker
+        has stopped it. JobStateError for a finished job."""
+        try:
+            _, state = await self._job_and_state(name, job_id)
+        except JobNotFoundError:  # trimmed by BullMQ: finished, if its record says so
+            record = await self._record(name, job_id)
+            raise JobStateError(f"job {job_id} already {record.state}") from None
+        if state in ("completed", "failed"):
+            raise JobStateError(f"job {job_id} already {state}")
+        if state != "active" and await self._fail_untaken(name, job_id):
+            return await self.view(name, job_id)
+        # Active, or taken by a worker since we looked: the holder stops it.
+        key = cancel.mark_key(self.settings.queue_prefix, str(name), job_id)
+        await self.redis.set(key, "1", ex=cancel.MARK_TTL_S)
+        await self.redis.publish(cancel.channel(self.settings.queue_prefix),
+                                 cancel.message(str(name), job_id))
+        log.info("job cancel requested", extra={"event": "cancel_requested",
+                                                "queue": str(name), "jobId": job_id})
+        return await self.view(name, job_id)
+
+    async def _fail_untaken(self, name: QueueName, job_id: str) -> bool:
+        """Fail a job no worker holds as cancelled (queue.cancel.FAIL_UNTAKEN) and record it;
+        False if a worker holds it (or it finished) by now."""
+        queue = self.bull(name)
+        keys = queue.keys
+        job_key = f"{keys['']}{job_id}"
+        taken_from = await self.redis.eval(
+            cancel.FAIL_UNTAKEN, 8, job_key, f"{job_key}:lock", keys["wait"], keys["paused"],
+            keys["prioritized"], keys["delayed"], keys["failed"], keys["events"],
+            job_id, int(time.time() * 1000), cancel.CANCELLED_REASON)
+        if not taken_from:
+            return False
+        job = await queue.getJob(job_id)
+        record = job_detail(job, "failed", str(name))
+        await records.save(self.redis, self._record_key(name, job_id), record,
+                           self.settings.result_ttl_s)
+        log.info("job cancelled", extra={"event": "cancelled", "queue": str(name),
+                                         "jobId": job_id, "from": taken_from})
+        return True
+
+    async def clear_cancel(self, name: QueueName, job_id: str) -> None:
+        await self.redis.delete(cancel.mark_key(self.settings.queue_prefix, str(name), job_id))
 
     async def retry_all_failed(self, name: QueueName) -> int:
         failed = (await self.counts(name)).failed

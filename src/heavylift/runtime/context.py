@@ -70,6 +70,10 @@ class JobContext:
         self.stage: str | None = None
         self.last_activity = time.monotonic()
         self.stuck: str | None = None  # set by the watchdog before it cancels the job
+        self.cancelled = False  # set when the API cancelled the job, before its task is cancelled
+        # The processor has returned: from here on the job completes; nothing cancels its task
+        # (a cancellation while its outcome is being stored would leave it active in Redis).
+        self.returned = False
         self._shown = float(job.progress) if isinstance(job.progress, int | float) else 0.0
         self._wanted = self._shown
         self._writer: asyncio.Task[None] | None = None

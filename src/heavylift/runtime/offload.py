@@ -9,7 +9,9 @@ whose streams inflate to gigabytes) ends that task, not the worker and every job
 A task over the cap fails as PoolMemoryError (no retry: the same input needs the same memory),
 whether Python saw the MemoryError or the process died (native code aborts when an allocation
 fails; the kernel's OOM killer sends SIGKILL). Tasks only caught in the broken pool (queued, or
-running in a sibling the pool terminated) run again on a fresh pool.
+running in a sibling the pool terminated) run again on a fresh pool. A task whose job is
+cancelled (API cancel, watchdog, shutdown hand-back) has its process killed the same way, so its
+CPU is free at once instead of when the task ends on its own.
 """
 
 from __future__ import annotations
@@ -184,6 +186,10 @@ class CpuPool:
                 if not future.done():  # stuck in native code: only a kill stops it
                     self.kill(executor)
                 raise
+            except asyncio.CancelledError:  # its job was cancelled (API, watchdog, hand-back)
+                task.deliver(receiver)
+                self._stop(executor, task.pid)
+                raise
         finally:
             with contextlib.suppress(ValueError, OSError):
                 loop.remove_reader(receiver.fileno())
@@ -209,6 +215,19 @@ class CpuPool:
             raise _CaughtInBrokenPool("another process of the pool died")
         if process.exitcode in _OUT_OF_MEMORY_SIGNALS:
             raise PoolMemoryError(self.memory_mb)
+
+    def _stop(self, executor: ProcessPoolExecutor, pid: int | None) -> None:
+        """Kill the process running a task whose job no longer wants it, so its CPU is free at
+        once. The pool breaks: its other processes are terminated and the tasks of other jobs
+        caught in it run again on a fresh pool (`_blame`). A task not started yet (no pid) was
+        cancelled with its future, or runs to its end if the pool had already handed it out."""
+        process = (getattr(executor, "_processes", None) or {}).get(pid)
+        if process is None or executor is not self._executor:
+            return  # not started, or the pool was stopped as a whole (kill)
+        with contextlib.suppress(OSError):
+            process.kill()
+        self._executor = None  # broken now: the next task starts a fresh pool
+        executor.shutdown(wait=False)  # pending tasks still get BrokenProcessPool, not cancelled
 
     def kill(self, executor: ProcessPoolExecutor | None = None, terminate: bool = True) -> None:
         """Stop every child now (shutdown hand-back, a broken or stuck pool); the next `run`

@@ -34,8 +34,10 @@ from tenacity import AsyncRetrying, RetryCallState, stop_after_delay, wait_expon
 
 from heavylift.logs import log_event
 from heavylift.queue import QueueName, Queues, bull_options, records
+from heavylift.queue.cancel import JobCancelledError
 from heavylift.resources import Resources
 from heavylift.runtime import metrics
+from heavylift.runtime.cancel import CancelWatch, clear_mark
 from heavylift.runtime.context import JobContext, Registry
 from heavylift.runtime.deadline import ShutdownDeadline, own_default_executor
 from heavylift.runtime.delayed import wake_for_due_delayed
@@ -120,7 +122,10 @@ class WorkerRuntime:
         self.stopping = asyncio.Event()
         self.exit_code = EXIT_OK
         self.health = HealthServer(settings.port, self.health_status, self._refresh_metrics)
+        self.cancels = CancelWatch(self.redis.client, settings.queue_prefix,
+                                   self.active.values, self._cancel)
         self._watch: asyncio.Future[None] | None = None
+        self._cancel_watch: asyncio.Future[None] | None = None
 
     def health_status(self) -> Health:
         return Health(
@@ -156,6 +161,10 @@ class WorkerRuntime:
             except asyncio.CancelledError:
                 if ctx.handed_back:  # still waiting for a slot when it was handed back
                     raise DelayedError() from None
+                if ctx.cancelled:  # cancelled while waiting for a slot
+                    cancelled = JobCancelledError()
+                    await self._failed(ctx, cancelled, fields, 0.0)
+                    raise cancelled from None
                 raise
             finally:
                 self.active.pop(key, None)
@@ -184,9 +193,7 @@ class WorkerRuntime:
         except Exception as error:
             if ctx.handed_back:  # its CPU work was stopped by the hand-back
                 raise DelayedError() from None
-            # Recorded only when no retry is left (queue.records).
-            await self.queues.record_finished(ctx.queue, ctx.job, error=error)
-            self._log_failure(ctx.job, error, fields, time.monotonic() - started)
+            await self._failed(ctx, error, fields, time.monotonic() - started)
             raise
         finally:
             watchdog.cancel()
@@ -202,15 +209,35 @@ class WorkerRuntime:
         """The processor's own call; a cancellation becomes what caused it."""
         try:
             result = await processor(ctx)
+            ctx.returned = True
             await ctx.flush_progress()
             return result
         except asyncio.CancelledError:
             if ctx.handed_back:
                 raise DelayedError() from None
+            if ctx.cancelled:  # through the API: fail it, no retry
+                raise JobCancelledError() from None
             if ctx.stuck is not None:  # the watchdog: fail this attempt, it retries
                 raise JobStuckError(ctx.stuck) from None
             # Cancelled without a hand-back (Redis was down): fail this attempt so it retries.
             raise RuntimeError("job interrupted by worker shutdown") from None
+
+    async def _failed(
+        self, ctx: JobContext, error: BaseException, fields: dict[str, Any], duration: float
+    ) -> None:
+        # Recorded only when no retry is left (queue.records).
+        await self.queues.record_finished(ctx.queue, ctx.job, error=error)
+        self._log_failure(ctx.job, error, fields, duration)
+        if isinstance(error, JobCancelledError):
+            await clear_mark(self.redis.client, self.settings.queue_prefix, ctx)
+
+    def _cancel(self, ctx: JobContext) -> None:
+        """Stop a job the API cancelled, as the watchdog stops a silent one (its CPU-pool work
+        is killed with it, runtime.offload); it fails with JobCancelledError, not retried."""
+        if ctx.cancelled or ctx.returned or ctx.handed_back or ctx.task is None:
+            return
+        ctx.cancelled = True
+        ctx.task.cancel()
 
     def _log_failure(
         self, job: Any, error: BaseException, fields: dict[str, Any], duration: float
@@ -333,14 +360,16 @@ class WorkerRuntime:
             return False
         await self._start_workers()
         self._watch = asyncio.ensure_future(self._watch_redis())
+        self._cancel_watch = asyncio.ensure_future(self.cancels.run())
         log.info("worker ready", extra={"event": "ready"})
         return True
 
     async def stop(self) -> int:
         self.stopping.set()
         await self._shutdown()
-        if self._watch is not None:
-            self._watch.cancel()
+        for watch in (self._watch, self._cancel_watch):
+            if watch is not None:
+                watch.cancel()
         await self.redis.close()
         await self.queues.close()
         with contextlib.suppress(TimeoutError):  # a client stuck closing must not hold up exit

@@ -29,7 +29,7 @@ async def watch_progress(ctx: JobContext, timeout_s: float) -> None:
         idle = time.monotonic() - ctx.last_activity
         if idle >= timeout_s:
             ctx.stuck = stuck_reason(ctx, timeout_s)
-            if ctx.task is not None:
+            if ctx.task is not None and not ctx.returned:
                 ctx.task.cancel()
             return
         await asyncio.sleep(timeout_s - idle)
