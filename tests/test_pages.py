@@ -378,3 +378,22 @@ def test_every_page_has_a_strict_csp(stack: Stack) -> None:
         parser = _InlineCode()
         parser.feed(page.text)
         assert parser.found == [], page.url
+
+
+def test_dashboard_cancels_a_running_job(stack: Stack, browser: webdriver.Chrome) -> None:
+    job_id = stack.queues.run(lambda q: q.add(DIAG, "sleep", {"seconds": 60}, Priority.REGULAR))
+    stack.wait_state(DIAG, job_id, "active")
+    open_dashboard(browser, stack, f"queue=diagnostics&state=active&job={job_id}")
+    wait_until(browser, lambda d: text(d.find_element(By.ID, "d-state")) == "active",
+               name="active-detail")
+    assert browser.find_element(By.ID, "d-retry").is_displayed() is False
+    browser.find_element(By.ID, "d-cancel").click()
+    browser.switch_to.alert.accept()
+    wait_until(browser, lambda d: text(d.find_element(By.ID, "d-state")) == "failed",
+               name="cancelled")
+    assert "cancelled" in text(browser.find_element(By.ID, "d-fields"))
+    assert not browser.find_element(By.ID, "d-cancel").is_displayed()
+    view = stack.queues.run(lambda q: q.view(DIAG, job_id))
+    assert view.state == "failed" and view.failedReason == "cancelled"
+    screenshot(browser, "dashboard-cancelled-job")
+    assert_quiet(browser)

@@ -18,6 +18,8 @@
   let listTimer = null;
   // Actions are the operator's: other roles get the page read-only (the routes refuse them too).
   const ADMIN = $("#queue-panel").dataset.role === "admin";
+  // States a cancel can stop (the api answers 409 for the others).
+  const CANCELLABLE = new Set(["waiting", "prioritized", "delayed", "paused", "active"]);
   if (!ADMIN) $("#queue-panel .actions").style.display = "none";
 
   function readHash() {
@@ -160,6 +162,7 @@
     $("#d-stack-box").hidden = !(job.stacktrace && job.stacktrace.length);
     $("#d-stack").textContent = (job.stacktrace || []).join("\n\n");
     $("#d-retry").hidden = !ADMIN || job.state !== "failed";
+    $("#d-cancel").hidden = !ADMIN || !CANCELLABLE.has(job.state);
   }
 
   function closeJobStream() {
@@ -235,6 +238,12 @@
     await api(queuePath("jobs", job.id, "retry"), {});
     await loadJob();
     return `job ${job.id} retried`;
+  }));
+  $("#d-cancel").addEventListener("click", () => act(async () => {
+    if (!confirm(`Cancel job ${job.id}? It fails as "cancelled" and is not retried.`)) return "";
+    await api(queuePath("jobs", job.id, "cancel"), {});
+    await loadJob();
+    return `job ${job.id} cancelled`;
   }));
   for (const tab of document.querySelectorAll("#state-tabs a")) {
     tab.addEventListener("click", (e) => { e.preventDefault(); go({ state: tab.dataset.state, page: 1, job: null }); });
