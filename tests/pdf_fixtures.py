@@ -1,7 +1,8 @@
 """PDFs for tests: real manuals from a Debian package (cached outside the repo) and generated ones.
 
 The real ones are R's manuals (`r-doc-pdf`, ~10 MB): TeX-made, hyphenated, ligatures, 41 to
-2,415 pages. `apt-get download` needs no root for the download itself, only an apt index.
+2,415 pages; and LilyPond's largest three joined (`lilypond-doc-pdf`): 1,799 pages, 47 MB.
+`apt-get download` needs no root for the download itself, only an apt index.
 """
 
 from __future__ import annotations
@@ -30,29 +31,58 @@ _MANUALS = "usr/share/R/doc/manual"
 
 def real_manuals() -> Path:
     """The folder of R's PDF manuals, downloaded and unpacked once per machine."""
-    target = _CACHE / DEBIAN_PACKAGE
-    if (target / "R-data.pdf").is_file():
+    return _debian_pdfs(DEBIAN_PACKAGE, _MANUALS, "R-data.pdf")
+
+
+# LilyPond's three largest manuals joined: 1,799 pages, 47 MB, the product's 50 MB promise.
+_LILYPOND_PACKAGE = "lilypond-doc-pdf"
+_LILYPOND_MANUALS = "usr/share/doc/lilypond/html/Documentation"
+_LILYPOND_JOINED = ("notation.pdf", "snippets.pdf", "learning.pdf")
+
+
+def large_manual() -> Path:
+    """One real ~47 MB PDF (three LilyPond manuals joined with pypdfium2), built once per
+    machine from Debian's lilypond-doc-pdf."""
+    target = _CACHE / "lilypond-joined.pdf"
+    if target.is_file():
+        return target
+    import pypdfium2 as pdfium
+
+    folder = _debian_pdfs(_LILYPOND_PACKAGE, _LILYPOND_MANUALS, _LILYPOND_JOINED[0])
+    joined = pdfium.PdfDocument.new()
+    for name in _LILYPOND_JOINED:
+        joined.import_pages(pdfium.PdfDocument(folder / name))
+    partial = target.with_suffix(".part")
+    joined.save(partial)
+    partial.rename(target)
+    return target
+
+
+def _debian_pdfs(package: str, folder: str, marker: str) -> Path:
+    """The PDFs of `folder` in Debian `package`, downloaded and unpacked once per machine."""
+    target = _CACHE / package
+    if (target / marker).is_file():
         return target
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         pytest.skip("real PDFs come from a Debian package: needs apt-get and dpkg-deb")
     _CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=_CACHE) as scratch:
         work = Path(scratch)
-        if _apt("download", DEBIAN_PACKAGE, cwd=work).returncode != 0:
+        if _apt("download", package, cwd=work).returncode != 0:
             _apt("update", cwd=work)  # a fresh machine has no package index yet
-            result = _apt("download", DEBIAN_PACKAGE, cwd=work)
+            result = _apt("download", package, cwd=work)
             assert result.returncode == 0, f"apt-get download failed: {result.stderr}"
         (deb,) = work.glob("*.deb")
         subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "root")], check=True)
-        staging = work / "manuals"
+        staging = work / "pdfs"
         staging.mkdir()
-        for pdf in (work / "root" / _MANUALS).glob("*.pdf"):
+        for pdf in (work / "root" / folder).glob("*.pdf"):
             if not pdf.is_symlink():
                 shutil.copyfile(pdf, staging / pdf.name)
         try:
             staging.rename(target)  # atomic: a half-filled cache never looks complete
         except OSError:
-            if not (target / "R-data.pdf").is_file():
+            if not (target / marker).is_file():
                 raise
     return target
 

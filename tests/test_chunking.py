@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from heavylift.documents.chunk import chunk_pages
-from heavylift.documents.extract import Page, extract_pages
+from heavylift.documents.chunk import chunk_jsonl, chunk_pages
+from heavylift.documents.extract import Page, extract_pages, extract_to_jsonl
+from heavylift.documents.jsonl import read_jsonl
+from heavylift.documents.page_tokens import PageTokenWriter, load_page_tokens
 from heavylift.text import Chunk
 from heavylift.text.tokenizer import get_encoding, install_shipped_encoding
 from tests.pdf_fixtures import real_manuals
@@ -156,3 +158,40 @@ def test_tokenizer_works_offline(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "3"
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_chunks_from_the_shards_token_files_equal_encoding_the_pages(
+    tmp_path: Path, shards: int
+) -> None:
+    """The extraction shards' token files give the chunk stage exactly the chunks it makes by
+    encoding the stored pages itself (another attempt's path), shard boundaries included, and
+    with a last page that ends in punctuation (where the separator would merge into it)."""
+    manual = real_manuals() / "R-intro.pdf"
+    files = [tmp_path / f"tokens-{index}.npz" for index in range(shards)]
+    parts = [tmp_path / f"pages-{index}.jsonl" for index in range(shards)]
+    for index in range(shards):
+        extract_to_jsonl(manual, parts[index], engine="pypdfium2", shard=(index, shards),
+                         tokens_out=files[index], encoding="cl100k_base")
+    pages = tmp_path / "pages.jsonl"
+    pages.write_bytes(b"".join(part.read_bytes() for part in parts))
+    options = {"document_id": "doc_r", "max_tokens": 300, "overlap": 30,
+               "encoding": "cl100k_base"}
+    chunk_jsonl(pages, tmp_path / "from-tokens.jsonl", token_files=files, **options)
+    chunk_jsonl(pages, tmp_path / "encoded.jsonl", **options)
+    from_tokens = read_jsonl(tmp_path / "from-tokens.jsonl", Chunk)
+    assert from_tokens == read_jsonl(tmp_path / "encoded.jsonl", Chunk)
+    assert from_tokens and from_tokens[-1].text.rstrip()[-1] in ".)"
+
+
+def test_the_last_page_keeps_its_own_tokens_when_it_ends_in_punctuation(tmp_path: Path) -> None:
+    pages = _pages("First page.", "", "Second page ends here.")
+    writer = PageTokenWriter(tmp_path / "t.npz", "cl100k_base")
+    for page in pages:
+        writer.add(page.number, page.text)
+    writer.save()
+    loaded = load_page_tokens([tmp_path / "t.npz"])
+    enc = get_encoding("cl100k_base")
+    assert loaded.tokens.tolist() == enc.encode_ordinary(_joined(pages))
+    assert loaded.numbers == [1, 3] and loaded.starts.tolist() == [0, len(
+        enc.encode_ordinary("First page.\n\n"))]

@@ -3,7 +3,12 @@
 Chunks are windows over the document's token stream. A window is cut only where re-encoding its
 text gives back the same tokens, so `Chunk.tokens` is exact without encoding every chunk again:
 tiktoken's pre-tokenizer never puts " <non-space>" inside a piece, so a token starting that way
-(or a page start, see `_encode_pages`) begins a piece, and BPE never merges across pieces.
+(or a page start, see `encode_pages`) begins a piece, and BPE never merges across pieces.
+
+Encoding is half of the work. The extraction shards do it as they read their pages
+(`PageTokenWriter`), in parallel, and the chunk stage only loads their token files
+(`load_page_tokens`); without them (another attempt resuming after extraction) it encodes the
+stored pages itself, to the same tokens.
 """
 
 from __future__ import annotations
@@ -20,16 +25,20 @@ from pydantic import BaseModel, ConfigDict
 
 from heavylift.documents.extract import Page
 from heavylift.documents.jsonl import iter_jsonl, write_jsonl
+from heavylift.documents.page_tokens import (
+    PAGE_SEPARATOR,
+    EncodedPages,
+    TokenArray,
+    joined,
+    load_page_tokens,
+)
 from heavylift.text import Chunk, get_encoding
 
 DEFAULT_ENCODING = "cl100k_base"
-PAGE_SEPARATOR = "\n\n"
 _WHITESPACE_BYTES = frozenset(b" \t\n\r\x0b\x0c")
 _ID_DIGITS = 12
 
 BoolArray = npt.NDArray[np.bool_]
-# Token ids fit in 32 bits (cl100k_base and o200k_base have < 2**18): half the memory of int64.
-TokenArray = npt.NDArray[np.int32]
 
 
 def chunk_pages(
@@ -60,10 +69,24 @@ def iter_chunks(
 ) -> Iterator[Chunk]:
     """`chunk_pages` one chunk at a time: only the token ids stay in memory, not the pages'
     text (read as the pages stream in) nor the chunks (written as they are made)."""
+    encoded = encode_pages(get_encoding(encoding), pages)
+    return chunks_of(encoded, document_id=document_id, max_tokens=max_tokens, overlap=overlap,
+                     encoding=encoding)
+
+
+def chunks_of(
+    encoded: EncodedPages,
+    *,
+    document_id: str,
+    max_tokens: int,
+    overlap: int,
+    encoding: str,
+) -> Iterator[Chunk]:
+    """The chunks of pages already encoded (see `iter_chunks`)."""
     if not 0 <= overlap < max_tokens:
         raise ValueError("overlap must be at least 0 and below max_tokens")
     enc = get_encoding(encoding)
-    numbers, starts, tokens = _encode_pages(enc, pages)
+    numbers, starts, tokens = encoded
     if not len(tokens):
         return
     word_start, char_start = _boundary_tables(encoding)
@@ -82,12 +105,10 @@ def iter_chunks(
         start = max(next_start, start + 1)
 
 
-def _encode_pages(
-    enc: tiktoken.Encoding, pages: Iterable[Page]
-) -> tuple[list[int], npt.NDArray[np.intp], TokenArray]:
-    """Page numbers, each page's first token, and all tokens. Pages are stripped and joined by
-    a blank line: the separator ends a piece and the next page starts with a non-space, so
-    encoding page by page gives exactly the tokens of the joined text."""
+def encode_pages(enc: tiktoken.Encoding, pages: Iterable[Page]) -> EncodedPages:
+    """Pages are stripped and joined by a blank line: the separator ends a piece and the next
+    page starts with a non-space, so encoding page by page gives exactly the tokens of the
+    joined text."""
     numbers: list[int] = []
     starts: list[int] = []
     # One small array per page: a single list of Python ints would cost ~36 bytes per token.
@@ -99,8 +120,7 @@ def _encode_pages(
         separator = "" if last else PAGE_SEPARATOR
         encoded.append(np.asarray(enc.encode_ordinary(text + separator), dtype=np.int32))
         total += len(encoded[-1])
-    tokens = np.concatenate(encoded) if encoded else np.zeros(0, dtype=np.int32)
-    return numbers, np.asarray(starts, dtype=np.intp), tokens
+    return EncodedPages(numbers, np.asarray(starts, dtype=np.intp), joined(encoded))
 
 
 def _nonempty_pages(pages: Iterable[Page]) -> Iterator[tuple[int, str, bool]]:
@@ -248,9 +268,11 @@ def chunk_jsonl(
     max_tokens: int,
     overlap: int,
     encoding: str,
+    token_files: list[Path] | None = None,
     report: Callable[[float], None] | None = None,
 ) -> ChunkSummary:
-    """Process-pool entry point: the pages of `pages_file` chunked into `out` (JSON Lines)."""
+    """Process-pool entry point: the pages of `pages_file` chunked into `out` (JSON Lines),
+    from the extraction shards' `token_files` when they are there."""
     tokens = 0
 
     def counted(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
@@ -259,10 +281,12 @@ def chunk_jsonl(
             tokens += chunk.tokens
             yield chunk
 
-    chunks = iter_chunks(
-        iter_jsonl(pages_file, Page), document_id=document_id, max_tokens=max_tokens,
-        overlap=overlap, encoding=encoding,
-    )
+    if token_files and all(path.is_file() for path in token_files):
+        encoded = load_page_tokens(token_files)
+    else:
+        encoded = encode_pages(get_encoding(encoding), iter_jsonl(pages_file, Page))
+    chunks = chunks_of(encoded, document_id=document_id, max_tokens=max_tokens,
+                       overlap=overlap, encoding=encoding)
     count = write_jsonl(out, counted(chunks))
     if report is not None:
         report(1.0)

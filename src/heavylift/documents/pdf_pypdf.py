@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -18,6 +19,10 @@ from heavylift.documents.errors import (
     PasswordProtectedError,
 )
 from heavylift.documents.pages import WHOLE, PageSource, RawPage, Shard, shard_pages
+
+# pypdf logs a warning per font it cannot fully decode (thousands on a 47 MB manual); the text
+# we extract does not depend on them, and the job's log should not drown in them.
+logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 
 def open_pypdf(

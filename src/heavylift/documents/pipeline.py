@@ -98,6 +98,7 @@ class _Run:
         self.ctx, self.data, self.settings = ctx, data, settings
         self.files = DocumentFiles(store, data.documentId, workdir)
         self.checkpoint = Checkpoint(run="")
+        self.token_files: list[Path] = []  # the extraction shards' page tokens (chunk.py)
         stages = ["fetch", "extract", "chunk"]
         stages += ["analysis"] if data.options.useAI or data.options.generateSummary else []
         stages += ["embeddings"] if data.options.generateEmbeddings else []
@@ -189,6 +190,9 @@ class _Run:
         shards = self.settings.cpu_workers if kind is DocumentType.PDF else 1
         fractions = [0.0] * shards
         budget = DecodeBudget.of(self.settings)
+        # Kept in the workdir only: another attempt that reuses the stored pages (the stage
+        # checkpointed) has none, and its chunk stage encodes the pages itself.
+        self.token_files = [self.files.local(f"tokens-{index}.npz") for index in range(shards)]
 
         def tracker(index: int) -> Callable[[float], None]:
             def on_progress(fraction: float) -> None:
@@ -207,6 +211,8 @@ class _Run:
                     shard=(index, shards),
                     reopen_every=self.settings.pdf_reopen_pages,
                     budget=budget,
+                    tokens_out=self.token_files[index],
+                    encoding=self.settings.tokenizer_encoding,
                     on_progress=tracker(index),
                     timeout_s=self.settings.extract_timeout_s,
                 )
@@ -239,6 +245,7 @@ class _Run:
             chunk_jsonl,
             pages,
             self.files.local(CHUNKS),
+            token_files=self.token_files,
             span=self.spans["chunk"],
             document_id=self.data.documentId,
             max_tokens=self.settings.chunk_tokens,
