@@ -17,7 +17,8 @@ import requests
 from bench._rss import PeakRss
 from heavylift.documents.job import UploadOptions
 from heavylift.queue import BlockingQueues
-from heavylift.runtime.offload import CpuPool, PoolMemoryError, Reporter
+from heavylift.runtime.offload import CpuPool, PoolMemoryError
+from heavylift.runtime.pool_child import Reporter
 from heavylift.settings import Settings
 from heavylift.storage import ObjectStore, open_store
 from local.launch import WorkerProcess

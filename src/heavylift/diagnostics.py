@@ -9,7 +9,7 @@ from typing import Any
 
 from heavylift.queue import JobKind, QueueName
 from heavylift.runtime.context import JobContext
-from heavylift.runtime.offload import Reporter
+from heavylift.runtime.pool_child import Reporter
 
 
 async def noop(ctx: JobContext) -> dict[str, Any]:

@@ -15,10 +15,14 @@ more than PDF_DOCUMENT_DECODED_MB, fails the job (the text feeds chunking, embed
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict
 
 from heavylift.documents.errors import DecodedSizeLimitError
-from heavylift.settings import Settings
+
+if TYPE_CHECKING:  # pool processes that extract need not import the settings machinery
+    from heavylift.settings import Settings
 
 _MB = 1 << 20
 # pypdf's per-filter output limits, all held to the page budget.

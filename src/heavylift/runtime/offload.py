@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import multiprocessing
-import os
-import resource
 import signal
 import weakref
 from collections.abc import Callable
@@ -29,17 +26,16 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, NamedTuple, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from bullmq.custom_errors import UnrecoverableError
 
-from heavylift.memory import release_memory
+from heavylift.runtime.pool_child import Started, call_with_reporter, start_child
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 ProgressCallback = Callable[[float], None]
-_PR_SET_PDEATHSIG = 1
 _BACKSTOP_S = 60.0
 # How a process over its memory cap dies: abort() from native code whose allocation failed
 # (pdfium), or SIGKILL from the kernel's OOM killer.
@@ -52,62 +48,6 @@ class PoolMemoryError(UnrecoverableError):  # type: ignore[misc]
     def __init__(self, memory_mb: int | None) -> None:
         cap = f"the memory cap of POOL_MEMORY_MB={memory_mb}" if memory_mb else "the memory"
         super().__init__(f"Out of memory: the task needed more than {cap} (MB per CPU process).")
-
-
-def _start_child(memory_mb: int | None) -> None:
-    """A worker killed with SIGKILL must not leave CPU jobs running in orphaned children; no
-    child may take more than its share of the instance's memory."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when work stops
-    if memory_mb:
-        # RLIMIT_DATA, not RLIMIT_AS: it counts the heap and private writable mappings (what a
-        # decoded stream fills) but not reserved address space (thread stacks, allocator
-        # arenas, PartitionAlloc's reservations), which is large and mostly never used.
-        limit = memory_mb << 20
-        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-
-
-class _Started(NamedTuple):
-    """The first message of every task: which pool process runs it."""
-
-    pid: int
-
-
-class Reporter:
-    """Passed to offloaded functions as `report`; sends progress fractions (0..1) to the parent."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def __call__(self, fraction: float) -> None:
-        self._conn.send(float(fraction))
-
-
-def _overrun(signum: int, frame: Any) -> None:
-    raise TimeoutError("the task overran its time limit")
-
-
-def _call_with_reporter(
-    fn: Callable[..., T],
-    conn: Connection,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    timeout_s: float | None,
-) -> T:
-    # The limit runs in the child from the moment the task starts: time spent waiting for a free
-    # pool process does not count, and an overrun ends this task only, not its neighbours'.
-    conn.send(_Started(os.getpid()))
-    if timeout_s:
-        signal.signal(signal.SIGALRM, _overrun)
-        signal.setitimer(signal.ITIMER_REAL, timeout_s)
-    try:
-        return fn(*args, report=Reporter(conn), **kwargs)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        conn.close()
-        # Pool processes live on, idle, beside the next task's: give this task's heap back.
-        release_memory(collect=True)
 
 
 class CpuPool:
@@ -130,7 +70,7 @@ class CpuPool:
                 # (its children are not ours, so PDEATHSIG would tie them to the fork server,
                 # which outlives a SIGKILLed worker).
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_child,
+                initializer=start_child,
                 initargs=(self.memory_mb,),
             )
         return self._executor
@@ -172,7 +112,7 @@ class CpuPool:
         backstop = None if timeout_s is None else 2 * timeout_s + _BACKSTOP_S
         try:
             future = loop.run_in_executor(
-                executor, _call_with_reporter, fn, sender, args, kwargs, timeout_s
+                executor, call_with_reporter, fn, sender, args, kwargs, timeout_s
             )
             try:
                 return await asyncio.wait_for(future, backstop)
@@ -262,7 +202,7 @@ class _Task:
         try:
             while receiver.poll():
                 value = receiver.recv()
-                if isinstance(value, _Started):
+                if isinstance(value, Started):
                     self.pid = value.pid
                 elif self.on_progress is not None:
                     self.on_progress(value)
