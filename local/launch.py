@@ -124,6 +124,7 @@ class RedisServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     appendonly: bool = True
+    extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[Any] | None = None
 
     @property
@@ -141,7 +142,7 @@ class RedisServer:
             self.process = spawn(
                 [binary, "--port", str(self.port), "--bind", "127.0.0.1",
                  "--dir", str(self.workdir), "--appendonly", "yes" if self.appendonly else "no",
-                 "--save", "", "--maxmemory-policy", "noeviction"],
+                 "--save", "", "--maxmemory-policy", "noeviction", *self.extra_args],
                 os.environ.copy(), out)
         _started(self.process, self.port, "redis-server", log)
         return self
@@ -153,6 +154,66 @@ class RedisServer:
     def flush(self) -> None:
         subprocess.run(["redis-cli", "-p", str(self.port), "FLUSHALL"], check=True,
                        stdout=subprocess.DEVNULL)
+
+
+@dataclass
+class RedisCluster:
+    """A private 3-master Redis Cluster (no replicas) on loopback, as Memorystore for Redis
+    Cluster looks to a client: any node is a discovery endpoint. Clients need REDIS_CLUSTER=true
+    and a hash-tagged QUEUE_PREFIX (`env`)."""
+
+    workdir: Path
+    size: int = 3
+    prefix: str = "{heavylift}"
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The settings a client of this cluster needs (REDIS_URL included)."""
+        return {"REDIS_URL": self.url, "REDIS_CLUSTER": "true", "QUEUE_PREFIX": self.prefix}
+
+    def start(self) -> RedisCluster:
+        if shutil.which("redis-cli") is None:
+            raise RuntimeError("redis-cli is not installed: apt-get install -y redis-tools")
+        # The cluster bus port defaults to port + 10000, which may not exist: pick a free one.
+        self.nodes = [
+            RedisServer(self.workdir / f"node{i}", appendonly=False, extra_args=[
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-port", str(free_port()), "--cluster-node-timeout", "5000"]).start()
+            for i in range(self.size)
+        ]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create",
+             *(f"127.0.0.1:{node.port}" for node in self.nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, timeout=60)
+        wait_for(self._ready, timeout=30, interval=0.1)
+        return self
+
+    def _ready(self) -> bool:
+        """Every node says cluster_state:ok and knows all the others (slots agreed)."""
+        for node in self.nodes:
+            info = self._cli(node, "CLUSTER", "INFO")
+            if "cluster_state:ok" not in info or f"cluster_known_nodes:{self.size}" not in info:
+                return False
+        return True
+
+    @staticmethod
+    def _cli(node: RedisServer, *command: str) -> str:
+        return subprocess.run(["redis-cli", "-p", str(node.port), *command], check=True,
+                              capture_output=True, text=True, timeout=10).stdout
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            self._cli(node, "FLUSHALL")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 @dataclass

@@ -112,6 +112,8 @@ def map_keys(expr: Any) -> set[str]:
     assert isinstance(expr, str), expr
     inner = expr.removeprefix("${").removesuffix("}")
     literal_keys = set(re.findall(r"[{,]\s*([A-Z][A-Z0-9_]*)\s*=", inner))
+    # A `{for ... : "NAME" => value}` map (a key present only when its resource exists).
+    literal_keys |= set(re.findall(r':\s*"([A-Z][A-Z0-9_]*)"\s*=>', inner))
     keys = set(literal_keys)
     for name in re.findall(r"\blocal\.(\w+)", inner):
         keys |= map_keys(tf_locals()[name])
@@ -272,8 +274,11 @@ def test_secrets_come_from_secret_manager() -> None:
     secret_env = tf_locals()["secret_env"]
     for name in ("REDIS_PASSWORD", "OPENAI_API_KEY", "API_KEYS", "API_KEYS_JSON",
                  "UPLOAD_SIGNING_SECRET"):
-        assert "google_secret_manager_secret" in secret_env[name], name
+        assert re.search(rf'"?{name}"?\s*(=|=>)\s*(google_secret_manager_secret\.|s\.secret_id)',
+                         secret_env), name
         assert name not in map_keys(tf_locals()["app_env"]), f"{name} must not be plain env"
+    # REDIS_PASSWORD comes from the AUTH secret, which exists with the HA instance only.
+    assert 'for s in google_secret_manager_secret.redis_auth : "REDIS_PASSWORD"' in secret_env
     # The CA for TLS to Memorystore reaches both roles as a mounted secret file.
     ca_path = tf_locals()["app_env_defaults"]["REDIS_CA_FILE"]
     assert ca_path == "${local.redis_ca_dir}/ca.pem"
@@ -300,7 +305,81 @@ def test_redis_noeviction_auth_tls() -> None:
     assert variables["redis_version"]["default"].startswith("REDIS_7_")
     env = tf_locals()["app_env_defaults"]
     assert env["REDIS_TLS"] == "true"
-    assert "google_redis_instance.queue.port" in env["REDIS_PORT"]
+    assert env["REDIS_PORT"] == "${tostring(local.redis_port)}"
+    assert "google_redis_instance.queue[0].port" in tf_locals()["redis_port"]
+
+
+def test_redis_mode_switches_between_instance_and_cluster() -> None:
+    """redis_mode = "ha" creates the instance, "cluster" Memorystore for Redis Cluster with its
+    Private Service Connect policy; exactly one exists, and both roles' env follows it."""
+    variables = blocks("variable")
+    assert variables["redis_mode"]["default"] == "ha"
+    assert 'contains(["ha", "cluster"], var.redis_mode)' in one(
+        variables["redis_mode"], "validation")["condition"]
+    assert tf_locals()["redis_cluster"] == '${var.redis_mode == "cluster"}'
+    only_ha, only_cluster = "${local.redis_cluster ? 0 : 1}", "${local.redis_cluster ? 1 : 0}"
+    for address in ("google_redis_instance.queue", "google_secret_manager_secret.redis_auth",
+                    "google_secret_manager_secret_version.redis_auth"):
+        assert resource(address)["count"] == only_ha, address
+    for address in ("google_redis_cluster.queue", "google_network_connectivity_service_"
+                    "connection_policy.redis", "google_compute_subnetwork.redis_psc"):
+        assert resource(address)["count"] == only_cluster, address
+    # Existing HA deployments keep their instance and secret (count added: state moved).
+    moves = {m["from"]: m["to"] for doc in tf_files().values() for m in doc.get("moved", [])}
+    for address in ("google_redis_instance.queue", "google_secret_manager_secret.redis_auth",
+                    "google_secret_manager_secret_version.redis_auth"):
+        assert moves.get(f"${{{address}}}") == f"${{{address}[0]}}", address
+
+    cluster = resource("google_redis_cluster.queue")
+    assert cluster["redis_configs"]["maxmemory-policy"] == "noeviction"
+    assert cluster["transit_encryption_mode"] == "TRANSIT_ENCRYPTION_MODE_SERVER_AUTHENTICATION"
+    assert cluster["authorization_mode"] in {"AUTH_MODE_DISABLED", "AUTH_MODE_IAM_AUTH"}
+    assert one(cluster, "psc_configs")["network"] == "${google_compute_network.vpc.id}"
+    assert one(cluster, "zone_distribution_config")["mode"] == "MULTI_ZONE"
+    assert cluster["replica_count"] == "${var.redis_cluster_replicas}"
+    assert variables["redis_cluster_replicas"]["default"] >= 1
+    assert "${google_network_connectivity_service_connection_policy.redis}" in cluster[
+        "depends_on"]
+    policy = resource("google_network_connectivity_service_connection_policy.redis")
+    assert policy["service_class"] == "gcp-memorystore-redis"
+    assert policy["network"] == "${google_compute_network.vpc.id}"
+    assert one(policy, "psc_config")["subnetworks"] == [
+        "${google_compute_subnetwork.redis_psc[0].id}"]
+    assert "networkconnectivity.googleapis.com" in tf_locals()["services"]
+
+    # Env: the cluster flag, and host/port/CA of whichever exists (the discovery endpoint).
+    env = tf_locals()["app_env_defaults"]
+    assert env["REDIS_CLUSTER"] == "${tostring(local.redis_cluster)}"
+    assert env["REDIS_HOST"] == "${local.redis_host}"
+    assert env["QUEUE_PREFIX"] == "${var.queue_prefix}"
+    host, port = tf_locals()["redis_host"], tf_locals()["redis_port"]
+    assert host.startswith("${local.redis_cluster ? google_redis_cluster.queue[0]")
+    assert "discovery_endpoints[0].address" in host and "instance.queue[0].host" in host
+    assert "discovery_endpoints[0].port" in port and "instance.queue[0].port" in port
+    ca = tf_locals()["redis_ca_pem"]
+    assert "managed_server_ca" in ca and "server_ca_certs" in ca
+    assert resource("google_secret_manager_secret_version.redis_ca")["secret_data"] == (
+        "${local.redis_ca_pem}")
+    # Both roles read the Redis secrets of either mode.
+    for role in ("functions_redis", "worker_redis"):
+        assert resource(f"google_secret_manager_secret_iam_member.{role}")["for_each"] == (
+            "${local.redis_secret_ids}")
+
+
+def test_cluster_mode_requires_a_hash_tagged_prefix() -> None:
+    """terraform refuses a cluster with a prefix the worker would refuse (Settings.HASH_TAG):
+    the validation's own regex, run on the same prefixes."""
+    from heavylift.settings import HASH_TAG
+
+    rules = blocks("variable")["queue_prefix"]["validation"]
+    (cluster_rule,) = [r for r in rules if "redis_mode" in r["condition"]]
+    condition = cluster_rule["condition"]
+    assert condition.startswith('${var.redis_mode != "cluster" || can(regex(')
+    pattern = re.search(r'regex\("(.+?)", var\.queue_prefix\)', condition)
+    assert pattern is not None
+    for prefix in ("{heavylift}", "hl{q}", "bull", "{}bull", "bull}{", "a{b}c"):
+        assert bool(re.match(pattern[1], prefix)) == bool(HASH_TAG.match(prefix)), prefix
+    assert "{hash tag}" in cluster_rule["error_message"]
 
 
 def test_buckets_block_public_access() -> None:

@@ -11,6 +11,9 @@ locals {
     "eventarc.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
+    # Private Service Connect for Memorystore for Redis Cluster (redis_mode = "cluster").
+    "networkconnectivity.googleapis.com",
+    "serviceconsumermanagement.googleapis.com",
     "pubsub.googleapis.com",
     "redis.googleapis.com",
     "run.googleapis.com",

@@ -7,11 +7,13 @@ locals {
 
   app_env_defaults = {
     # Redis: host/port/password parts rather than REDIS_URL, so the AUTH string stays a secret.
-    REDIS_HOST    = google_redis_instance.queue.host
-    REDIS_PORT    = tostring(google_redis_instance.queue.port)
+    # On a cluster (redis_mode = "cluster") the host is its discovery endpoint.
+    REDIS_HOST    = local.redis_host
+    REDIS_PORT    = tostring(local.redis_port)
     REDIS_DB      = "0"
     REDIS_TLS     = "true"
     REDIS_CA_FILE = "${local.redis_ca_dir}/ca.pem"
+    REDIS_CLUSTER = tostring(local.redis_cluster)
 
     # Queues (the product's defaults; lock/stall chosen so a killed worker's job is retaken
     # within ~30 s; backoff 30 s, 60 s so a retry outlasts a storage outage). RESULT_TTL_S keeps
@@ -102,12 +104,18 @@ locals {
   })
   worker_env = local.app_env
 
-  # Environment variable name => Secret Manager secret id (always the latest version).
-  secret_env = {
-    REDIS_PASSWORD        = google_secret_manager_secret.redis_auth.secret_id
+  # Environment variable name => Secret Manager secret id (always the latest version). A
+  # cluster has no AUTH string, so REDIS_PASSWORD is set with the HA instance only.
+  secret_env = merge({
     OPENAI_API_KEY        = google_secret_manager_secret.operator["openai_api_key"].secret_id
     API_KEYS              = google_secret_manager_secret.operator["api_keys"].secret_id
     API_KEYS_JSON         = google_secret_manager_secret.operator["api_keys_json"].secret_id
     UPLOAD_SIGNING_SECRET = google_secret_manager_secret.operator["upload_signing_secret"].secret_id
-  }
+  }, { for s in google_secret_manager_secret.redis_auth : "REDIS_PASSWORD" => s.secret_id })
+
+  # The Redis secrets each role reads: the CA always, the AUTH string with the HA instance.
+  redis_secret_ids = merge(
+    { ca = google_secret_manager_secret.redis_ca.id },
+    { for s in google_secret_manager_secret.redis_auth : "auth" => s.id },
+  )
 }

@@ -69,10 +69,7 @@ resource "google_secret_manager_secret_iam_member" "worker" {
 }
 
 resource "google_secret_manager_secret_iam_member" "functions_redis" {
-  for_each = {
-    auth = google_secret_manager_secret.redis_auth.id
-    ca   = google_secret_manager_secret.redis_ca.id
-  }
+  for_each = local.redis_secret_ids
 
   secret_id = each.value
   role      = "roles/secretmanager.secretAccessor"
@@ -80,10 +77,7 @@ resource "google_secret_manager_secret_iam_member" "functions_redis" {
 }
 
 resource "google_secret_manager_secret_iam_member" "worker_redis" {
-  for_each = {
-    auth = google_secret_manager_secret.redis_auth.id
-    ca   = google_secret_manager_secret.redis_ca.id
-  }
+  for_each = local.redis_secret_ids
 
   secret_id = each.value
   role      = "roles/secretmanager.secretAccessor"

@@ -26,8 +26,8 @@ output "image_repository" {
 }
 
 output "redis_host" {
-  description = "Private address of Memorystore (reachable from the VPC only)."
-  value       = "${google_redis_instance.queue.host}:${google_redis_instance.queue.port}"
+  description = "Private address of Memorystore: the HA primary or the cluster's discovery endpoint (reachable from the VPC only)."
+  value       = "${local.redis_host}:${local.redis_port}"
 }
 
 output "secret_ids" {

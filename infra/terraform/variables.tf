@@ -60,6 +60,61 @@ variable "subnet_cidr" {
 
 # --- Redis
 
+variable "redis_mode" {
+  description = "ha: a Memorystore STANDARD_HA instance; cluster: Memorystore for Redis Cluster (needs a hash-tagged queue_prefix such as {heavylift})."
+  type        = string
+  default     = "ha"
+
+  validation {
+    condition     = contains(["ha", "cluster"], var.redis_mode)
+    error_message = "redis_mode must be ha or cluster."
+  }
+}
+
+variable "redis_cluster_shards" {
+  description = "Cluster mode: number of shards (each a primary + redis_cluster_replicas)."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.redis_cluster_shards >= 1 && var.redis_cluster_shards <= 250
+    error_message = "redis_cluster_shards must be between 1 and 250."
+  }
+}
+
+variable "redis_cluster_replicas" {
+  description = "Cluster mode: replicas per shard (1 or 2 survive a zone failure; 0 is dev only)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = contains([0, 1, 2], var.redis_cluster_replicas)
+    error_message = "redis_cluster_replicas must be 0, 1 or 2."
+  }
+}
+
+variable "redis_cluster_node_type" {
+  description = "Cluster mode: node type of every shard."
+  type        = string
+  default     = "REDIS_STANDARD_SMALL"
+
+  validation {
+    condition     = contains(["REDIS_SHARED_CORE_NANO", "REDIS_STANDARD_SMALL", "REDIS_HIGHMEM_MEDIUM", "REDIS_HIGHMEM_XLARGE"], var.redis_cluster_node_type)
+    error_message = "redis_cluster_node_type must be REDIS_SHARED_CORE_NANO, REDIS_STANDARD_SMALL, REDIS_HIGHMEM_MEDIUM or REDIS_HIGHMEM_XLARGE."
+  }
+}
+
+variable "redis_psc_cidr" {
+  description = "Cluster mode: subnet for the cluster's Private Service Connect endpoints."
+  type        = string
+  default     = "10.20.1.0/28"
+
+  validation {
+    condition     = can(cidrhost(var.redis_psc_cidr, 0))
+    error_message = "redis_psc_cidr must be an IPv4 CIDR."
+  }
+}
+
 variable "redis_tier" {
   description = "Memorystore tier: STANDARD_HA (replica + automatic failover) or BASIC (dev only)."
   type        = string
@@ -297,13 +352,19 @@ variable "worker_shutdown_grace_s" {
 # --- application
 
 variable "queue_prefix" {
-  description = "QUEUE_PREFIX: BullMQ key prefix (\"bull\" interoperates with Node producers and bull-board)."
+  description = "QUEUE_PREFIX: BullMQ key prefix (\"bull\" interoperates with Node producers and bull-board); with redis_mode = \"cluster\" it needs a hash tag, such as {heavylift}."
   type        = string
   default     = "bull"
 
   validation {
-    condition     = can(regex("^[A-Za-z0-9_.-]{1,64}$", var.queue_prefix))
-    error_message = "queue_prefix must be 1-64 chars of letters, digits, _ . -."
+    condition     = can(regex("^[A-Za-z0-9_.{}-]{1,64}$", var.queue_prefix))
+    error_message = "queue_prefix must be 1-64 chars of letters, digits, _ . - { }."
+  }
+
+  # The worker refuses the same at start-up (Settings); caught here before anything deploys.
+  validation {
+    condition     = var.redis_mode != "cluster" || can(regex("^[^{]*[{][^}]+[}]", var.queue_prefix))
+    error_message = "With redis_mode = \"cluster\", queue_prefix must contain a {hash tag} such as {heavylift}, so all of a queue's keys share one cluster slot."
   }
 }
 

@@ -6,12 +6,21 @@ one line naming the variable (see `load_settings`).
 
 from __future__ import annotations
 
+import re
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
-from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from heavylift.schemas import first_problem
@@ -27,6 +36,8 @@ MAX_CHUNK_DELAY_MS = 10_000
 # BigQuery identifiers we accept (checked again where SQL is built: they are quoted, never trusted).
 BQ_PROJECT_PATTERN = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
 BQ_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+# A key's hash tag as Redis reads it: the first "{" and the next "}", with something between.
+HASH_TAG = re.compile(r"^[^{]*\{[^}]+\}")
 
 
 class SettingsError(ValueError):
@@ -44,10 +55,16 @@ class Settings(BaseSettings):
     redis_db: int = Field(0, ge=0, le=15, description="Redis database number.")
     redis_tls: bool = Field(False, description="Use TLS (Memorystore transit encryption).")
     redis_ca_file: Path | None = Field(None, description="CA bundle that signs the server cert.")
+    redis_cluster: bool = Field(
+        False, description="Redis Cluster (Memorystore for Redis Cluster): the URL or host is a"
+        " discovery endpoint; QUEUE_PREFIX must then hold a {hash tag}.",
+    )
 
     # --- Queues ---
     queue_prefix: str = Field(
-        "bull", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="BullMQ key prefix (Bull's default)."
+        "bull", pattern=r"^[A-Za-z0-9_.{}-]{1,64}$",
+        description="BullMQ key prefix (Bull's default); on a cluster it needs a hash tag such as"
+        " {heavylift}.",
     )
     job_concurrency: int = Field(
         2, ge=1, le=256, description="Jobs one worker process runs at once, across all its queues."
@@ -238,6 +255,27 @@ class Settings(BaseSettings):
     def _ca_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"file {value} does not exist")
+        return value
+
+    @field_validator("redis_cluster")
+    @classmethod
+    def _cluster_has_one_db(cls, value: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("redis_url")
+        url_db = urlsplit(url).path.strip("/") if url else ""
+        if value and (info.data.get("redis_db") or url_db not in ("", "0")):
+            raise ValueError("a Redis Cluster has only database 0: set REDIS_DB=0 (and /0 in"
+                             " REDIS_URL)")
+        return value
+
+    @field_validator("queue_prefix")
+    @classmethod
+    def _cluster_needs_hash_tag(cls, value: str, info: ValidationInfo) -> str:
+        # BullMQ's Lua scripts and our multi-stream XREAD touch several keys of a queue at once;
+        # on a cluster they must share one slot, which only a common {hash tag} guarantees.
+        if info.data.get("redis_cluster") and not HASH_TAG.match(value):
+            raise ValueError(
+                f"{value!r} has no hash tag; with REDIS_CLUSTER=true it must contain one, such"
+                " as {heavylift}, so all of a queue's keys share one cluster slot")
         return value
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from heavylift.queue.client import (
     bull_options,
     job_options,
     own_key,
+    redis_client,
 )
 from heavylift.queue.kinds import JobKind
 from heavylift.queue.names import Priority, QueueName
@@ -25,4 +26,5 @@ __all__ = [
     "bull_options",
     "job_options",
     "own_key",
+    "redis_client",
 ]

@@ -9,7 +9,12 @@ import logging
 import time
 from typing import Any
 
+import redis.asyncio as aioredis
 from bullmq import Queue
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -75,9 +80,33 @@ def own_key(settings: Settings, *parts: str) -> str:
     return ":".join([settings.queue_prefix, "heavylift", *parts])
 
 
+# What `redis_client` gives: code that only runs commands on our keys takes either.
+AnyRedis = aioredis.Redis | RedisCluster
+
+
+def redis_client(settings: Settings, **options: Any) -> AnyRedis:
+    """An asyncio Redis client for our own keys and streams: a `RedisCluster` (it follows the
+    slots it discovers from the endpoint) with REDIS_CLUSTER=true, else a plain one. Same URL,
+    so TLS, the CA file and AUTH are the same in both modes. `options`: redis-py's own."""
+    url = settings.redis_connection_url()
+    if settings.redis_cluster:
+        return RedisCluster.from_url(url, **options)
+    return aioredis.Redis.from_url(url, **options)
+
+
 def bull_options(settings: Settings) -> dict[str, Any]:
     """Connection options shared by every bullmq Queue and Worker we create."""
-    return {"connection": settings.redis_connection_url(), "prefix": settings.queue_prefix}
+    connection: Any = settings.redis_connection_url()
+    if settings.redis_cluster:
+        # bullmq takes a cluster only as a client. Given a URL it builds a plain client with this
+        # retry policy; its blocking waits (BZPOPMIN for up to DRAIN_DELAY_S) need no timeout.
+        # A Worker uses this one client for its blocking and its other commands: a cluster
+        # client opens a connection per command in flight, so they do not queue behind a wait.
+        connection = redis_client(
+            settings, decode_responses=True, socket_timeout=None,
+            retry=Retry(ExponentialBackoff(cap=20, base=1), 20),
+            retry_on_error=[BusyLoadingError, RedisConnectionError, RedisTimeoutError])
+    return {"connection": connection, "prefix": settings.queue_prefix}
 
 
 def tenant_of(data: Any) -> str:
@@ -143,6 +172,10 @@ class Queues:
         self, name: QueueName, job_name: str, items: list[dict[str, Any]], priority: Priority
     ) -> list[str]:
         opts = job_options(self.settings, priority)
+        if self.settings.redis_cluster:
+            # bullmq's addBulk is a MULTI of EVALSHAs, which redis-py's cluster pipeline refuses:
+            # one add per job (each atomic, the batch not), in order.
+            return [await self.add(name, job_name, data, priority) for data in items]
         jobs = await self.bull(name).addBulk(
             [{"name": job_name, "data": data, "opts": opts} for data in items]
         )

@@ -13,9 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from heavylift.queue.client import REDIS_DOWN_ERRORS, QueueUnavailableError
+from heavylift.queue.client import REDIS_DOWN_ERRORS, QueueUnavailableError, redis_client
 from heavylift.queue.names import QueueName
 from heavylift.settings import Settings
 
@@ -49,8 +47,10 @@ class QueueEventReader:
                  longest_block_s: float) -> None:
         self._queues = {events_key(settings, name): name for name in queues}
         # The socket must outwait the longest XREAD BLOCK, or a quiet stream looks like an outage.
-        self._redis = aioredis.Redis.from_url(
-            settings.redis_connection_url(), decode_responses=True,
+        # On a cluster one XREAD of several streams works because they share the prefix's hash
+        # tag (one slot, one node).
+        self._redis = redis_client(
+            settings, decode_responses=True,
             socket_timeout=longest_block_s + settings.redis_op_timeout_s,
             socket_connect_timeout=settings.redis_op_timeout_s,
         )

@@ -15,6 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from heavylift.queue import cancel
+from heavylift.queue.client import AnyRedis
 from heavylift.runtime.context import JobContext
 
 log = logging.getLogger("heavylift.worker")
@@ -25,7 +26,7 @@ CHECK_S = 0.5
 class CancelWatch:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AnyRedis,
         prefix: str,
         held: Callable[[], Iterable[JobContext]],
         stop: Callable[[JobContext], None],
@@ -71,7 +72,7 @@ class CancelWatch:
                 self.stop(ctx)
 
 
-async def clear_mark(client: aioredis.Redis, prefix: str, ctx: JobContext) -> None:
+async def clear_mark(client: AnyRedis, prefix: str, ctx: JobContext) -> None:
     """Once the job has failed as cancelled: a retry of it must not be cancelled again."""
     with contextlib.suppress(OSError, aioredis.RedisError):
         await client.delete(cancel.mark_key(prefix, str(ctx.queue), ctx.id))

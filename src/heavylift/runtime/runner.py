@@ -33,7 +33,7 @@ from bullmq.custom_errors import DelayedError, UnrecoverableError
 from tenacity import AsyncRetrying, RetryCallState, stop_after_delay, wait_exponential
 
 from heavylift.logs import log_event
-from heavylift.queue import QueueName, Queues, bull_options, records
+from heavylift.queue import QueueName, Queues, bull_options, records, redis_client
 from heavylift.queue.cancel import JobCancelledError
 from heavylift.resources import Resources
 from heavylift.runtime import metrics
@@ -57,9 +57,7 @@ class RedisWatch:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.client = aioredis.from_url(
-            settings.redis_connection_url(), socket_timeout=2, socket_connect_timeout=2
-        )
+        self.client = redis_client(settings, socket_timeout=2, socket_connect_timeout=2)
         self.down_since: float | None = None
 
     async def ping(self) -> bool:
