@@ -32,7 +32,10 @@ from heavylift.storage import ObjectNotFoundError, SignedUpload
 from heavylift.storage.local import LocalStore, metadata_from_headers, verify_local_upload
 
 DOCS = job.QUEUE
-ALLOWED_TYPES = {"application/pdf", "text/plain", "text/markdown"}
+# What a signed upload may declare; the worker still reads the type from the bytes. Images are
+# OCR'd (documents.ocr).
+ALLOWED_TYPES = {"application/pdf", "text/plain", "text/markdown", "image/png", "image/jpeg",
+                 "image/tiff"}
 _FLAGS = ("useAI", "generateSummary", "generateEmbeddings")
 
 

@@ -38,6 +38,13 @@ from heavylift.documents.manifest import (
     ManifestCounts,
     ManifestError,
 )
+from heavylift.documents.ocr import (
+    OcrSummary,
+    OcrTimeoutError,
+    merge_into,
+    merge_summaries,
+    ocr_to_jsonl,
+)
 from heavylift.documents.store import (
     ANALYSIS,
     CHUNKS,
@@ -59,7 +66,10 @@ log = logging.getLogger("heavylift.documents")
 T = TypeVar("T")
 
 # Share of the progress bar per stage; the stages a job does not run give theirs to the others.
-_WEIGHTS = {"fetch": 5, "extract": 50, "chunk": 10, "analysis": 20, "embeddings": 13, "store": 2}
+_WEIGHTS = {"fetch": 5, "extract": 50, "chunk": 10, "analysis": 20, "embeddings": 13, "store": 2,
+            "ocr": 60}
+# Time limit of one OCR task beyond its pages' own (opening, rendering, loading language data).
+_OCR_TASK_SLACK_S = 60.0
 _UPLOAD = "upload.bin"
 
 
@@ -106,7 +116,8 @@ class _Run:
         try:
             upload = await self._upload_info()
             await self._open_checkpoint(upload)
-            await self._stage("extract", self.checkpoint.extract, self._extract, PAGES)
+            extract = await self._stage("extract", self.checkpoint.extract, self._extract, PAGES)
+            await self._ocr_stage(extract)
             chunks = await self._stage("chunk", self.checkpoint.chunk, self._chunk, CHUNKS)
             if "analysis" in self.spans and chunks.chunks:
                 await self._stage("analysis", self.checkpoint.analysis, self._analyze, ANALYSIS)
@@ -182,16 +193,8 @@ class _Run:
         # One shard of the pages per pool process: pdfium is not thread-safe, so processes are
         # the only way to use more than one core on one PDF.
         shards = self.settings.cpu_workers if kind is DocumentType.PDF else 1
-        fractions = [0.0] * shards
         budget = DecodeBudget.of(self.settings)
-
-        def tracker(index: int) -> Callable[[float], None]:
-            def on_progress(fraction: float) -> None:
-                fractions[index] = fraction
-                self._progress("extract", sum(fractions) / shards)
-
-            return on_progress
-
+        tracker = self._shard_progress("extract", shards)
         outcomes = await asyncio.gather(
             *(
                 self.ctx.cpu.run(
@@ -214,12 +217,7 @@ class _Run:
                 "Reading the document's text took longer than the limit of "
                 f"{self.settings.extract_timeout_s:g} s (EXTRACT_TIMEOUT_S)."
             )
-        summaries: list[ExtractSummary] = []
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-            summaries.append(outcome)
-        merged = _merge(summaries)
+        merged = _merge(_settled(outcomes))
         budget.check_document(merged.chars)  # each shard kept to the whole budget only
         if not merged.text_pages and not merged.needs_ocr:
             raise EmptyDocumentError("The document contains no text.")
@@ -227,6 +225,64 @@ class _Run:
         await asyncio.to_thread(_concatenate, parts, self.files.local(PAGES))
         metrics.DOCUMENT_PAGES.inc(merged.page_count)
         return merged
+
+    async def _ocr_stage(self, extract: ExtractSummary) -> None:
+        """OCR the pages without a text layer (all of an image's); fail a document that has no
+        text even then: it must never complete with nothing in it."""
+        ocr = None
+        if extract.needs_ocr and self.settings.ocr_enabled:
+            if "ocr" not in self.spans:  # known only now: OCR shares what is left of the bar
+                self.spans = _respan(self.spans, after="extract", inserted="ocr")
+            ocr = await self._stage("ocr", self.checkpoint.ocr, self._ocr, PAGES)
+        if extract.text_pages or (ocr is not None and ocr.text_pages):
+            return
+        if ocr is not None:
+            raise EmptyDocumentError(f"No text found, even after OCR of {len(ocr.pages)} pages.")
+        raise EmptyDocumentError(
+            f"The document has no text layer ({len(extract.needs_ocr)} pages need OCR) and OCR "
+            "is off (OCR_ENABLED=false)."
+        )
+
+    async def _ocr(self) -> OcrSummary:
+        extract = self.checkpoint.extract
+        assert extract is not None  # the extract stage ran or was reused
+        source = self.files.local(_UPLOAD)
+        if not source.exists():  # extraction was reused from an earlier attempt
+            await asyncio.to_thread(self.files.store.download_to, self.data.objectKey, source)
+        pages = await asyncio.to_thread(self.files.ensure_local, PAGES)
+        # Interleaved, so slow pages (dense text) spread over the processes.
+        count = min(self.settings.cpu_workers, len(extract.needs_ocr))
+        shards = [extract.needs_ocr[index::count] for index in range(count)]
+        parts = [self.files.local(f"ocr-{index}.jsonl") for index in range(count)]
+        tracker = self._shard_progress("ocr", count)
+        timeout_s = self.settings.ocr_page_timeout_s
+        outcomes = await asyncio.gather(
+            *(
+                self.ctx.cpu.run(
+                    ocr_to_jsonl,
+                    source,
+                    extract.document_type,
+                    shard,
+                    part,
+                    dpi=self.settings.ocr_dpi,
+                    languages=self.settings.ocr_languages,
+                    tessdata=self.settings.ocr_tessdata_dir,
+                    page_timeout_s=timeout_s,
+                    on_progress=tracker(index),
+                    timeout_s=timeout_s * len(shard) + _OCR_TASK_SLACK_S,
+                )
+                for index, (shard, part) in enumerate(zip(shards, parts, strict=True))
+            ),
+            return_exceptions=True,
+        )
+        if any(isinstance(outcome, TimeoutError) for outcome in outcomes):
+            raise OcrTimeoutError(
+                f"OCR took longer than OCR_PAGE_TIMEOUT_S={timeout_s:g} s per page."
+            )
+        summary = merge_summaries(_settled(outcomes))
+        await asyncio.to_thread(merge_into, pages, parts)
+        metrics.DOCUMENT_OCR_PAGES.inc(len(summary.pages))
+        return summary
 
     async def _chunk(self) -> ChunkSummary:
         pages = await asyncio.to_thread(self.files.ensure_local, PAGES)
@@ -270,6 +326,7 @@ class _Run:
     def _manifest(self, error: ManifestError | None) -> DocumentManifest:
         cp = self.checkpoint
         extract, chunk, analysis, vectors = cp.extract, cp.chunk, cp.analysis, cp.embeddings
+        ocr = cp.ocr
         outputs = {PAGES: extract, CHUNKS: chunk, ANALYSIS: analysis, VECTORS: vectors,
                    VECTOR_INDEX: vectors}
         ai = vectors or analysis
@@ -287,11 +344,13 @@ class _Run:
             engine=extract.engine if extract else None,
             pageCount=extract.page_count if extract else None,
             pagesNeedingOcr=extract.needs_ocr if extract else [],
+            ocr=ocr,
             embeddingDimensions=vectors.dimensions if vectors else None,
             counts=ManifestCounts(
                 pages=extract.pages if extract else 0,
-                textPages=extract.text_pages if extract else 0,
-                characters=extract.chars if extract else 0,
+                textPages=(extract.text_pages if extract else 0) + (ocr.text_pages if ocr else 0),
+                ocrPages=len(ocr.pages) if ocr else 0,
+                characters=(extract.chars if extract else 0) + (ocr.chars if ocr else 0),
                 chunks=chunk.chunks if chunk else 0,
                 tokens=chunk.tokens if chunk else 0,
                 themes=analysis.themes if analysis else 0,
@@ -308,13 +367,16 @@ class _Run:
         )
 
     def _warnings(self) -> list[str]:
-        extract, chunk = self.checkpoint.extract, self.checkpoint.chunk
+        extract, chunk, ocr = self.checkpoint.extract, self.checkpoint.chunk, self.checkpoint.ocr
         warnings = []
-        if extract and extract.needs_ocr:
+        if extract and extract.needs_ocr and ocr is None and not self.settings.ocr_enabled:
             warnings.append(
                 f"{len(extract.needs_ocr)} of {extract.page_count} pages have no text layer "
-                "(scanned?): they need OCR and were not analysed"
+                "(scanned?) and OCR is off (OCR_ENABLED=false): they were not analysed"
             )
+        if ocr and ocr.text_pages < len(ocr.pages):
+            warnings.append(f"OCR found no text on {len(ocr.pages) - ocr.text_pages} of "
+                            f"{len(ocr.pages)} pages without a text layer")
         if chunk is not None and not chunk.chunks and "analysis" in self.spans:
             warnings.append("no text to analyse: analysis and embeddings were skipped")
         return warnings
@@ -337,6 +399,19 @@ class _Run:
 
     # --- progress and logs --------------------------------------------------------------------
 
+    def _shard_progress(self, stage: str, shards: int) -> Callable[[int], Callable[[float], None]]:
+        """Progress callbacks of a stage split across `shards` pool tasks, by shard index."""
+        fractions = [0.0] * shards
+
+        def tracker(index: int) -> Callable[[float], None]:
+            def on_progress(fraction: float) -> None:
+                fractions[index] = fraction
+                self._progress(stage, sum(fractions) / shards)
+
+            return on_progress
+
+        return tracker
+
     def _progress(self, stage: str, fraction: float) -> None:
         low, high = self.spans[stage]
         self.ctx.set_progress(low + (high - low) * fraction)
@@ -355,14 +430,34 @@ def _timing(started: float) -> StageTiming:
     return StageTiming(seconds=round(time.monotonic() - started, 3), finishedAt=_now())
 
 
-def _spans(stages: list[str]) -> dict[str, tuple[float, float]]:
+def _spans(stages: list[str], low: float = 0.0) -> dict[str, tuple[float, float]]:
+    """Each stage's share of the progress bar from `low` to 100."""
     total = sum(_WEIGHTS[stage] for stage in stages)
-    spans, low = {}, 0.0
+    spans = {}
     for stage in stages:
-        high = low + 100 * _WEIGHTS[stage] / total
+        high = low + (100 - low) * _WEIGHTS[stage] / total
         spans[stage] = (low, high)
         low = high
     return spans
+
+
+def _respan(
+    spans: dict[str, tuple[float, float]], after: str, inserted: str
+) -> dict[str, tuple[float, float]]:
+    """`inserted` placed after the stage `after`, sharing the rest of the bar with the stages
+    that follow; what is already shown does not move."""
+    stages = list(spans)
+    done, rest = stages[: stages.index(after) + 1], stages[stages.index(after) + 1:]
+    return {**{stage: spans[stage] for stage in done},
+            **_spans([inserted, *rest], low=spans[after][1])}
+
+
+def _settled(outcomes: list[T | BaseException]) -> list[T]:
+    """The results of gathered shards, or the first shard's error."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes  # type: ignore[return-value]  # no exceptions left
 
 
 def _run_key(job_id: str, data: DocumentJobData, upload: ObjectInfo, settings: Settings) -> str:
@@ -373,6 +468,7 @@ def _run_key(job_id: str, data: DocumentJobData, upload: ObjectInfo, settings: S
         "object": [data.objectKey, upload.etag_or_generation, data.sha256],
         "options": data.options.model_dump(),
         "extract": [settings.pdf_engine],
+        "ocr": [settings.ocr_enabled, settings.ocr_dpi, settings.ocr_languages],
         "chunk": [settings.chunk_tokens, settings.chunk_overlap, settings.tokenizer_encoding],
         "ai": [settings.openai_api_key is not None, settings.openai_chat_model,
                settings.openai_embedding_model],
