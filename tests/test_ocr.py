@@ -19,7 +19,7 @@ from heavylift.documents.detect import DocumentType
 from heavylift.documents.errors import CorruptDocumentError
 from heavylift.documents.extract import extract_pages
 from heavylift.documents.job import UploadOptions
-from heavylift.documents.ocr import OcrLanguageError, OcrTimeoutError, ocr_to_jsonl
+from heavylift.documents.ocr import OcrLanguageError, OcrTimeoutError, ocr_page
 from heavylift.queue import BlockingQueues
 from heavylift.settings import Settings
 from heavylift.storage import ObjectStore, open_store
@@ -201,18 +201,19 @@ def test_ocr_task_errors_are_clear(manual: Path, tmp_path: Path) -> None:
     scan = scanned_pdf(manual, PAGES[:1], tmp_path / "scan.pdf")
     run = {"dpi": 200, "tessdata": TESSDATA, "page_timeout_s": 60.0}
     with pytest.raises(OcrLanguageError, match=r"no language data for deu .* tesseract-ocr-deu"):
-        ocr_to_jsonl(scan, DocumentType.PDF, [1], tmp_path / "o.jsonl", languages="eng+deu",
-                     **run)
+        ocr_page(scan, DocumentType.PDF, 1, languages="eng+deu", **run)
     with pytest.raises(OcrTimeoutError, match=r"page 1 .* OCR_PAGE_TIMEOUT_S=0\.01 s"):
-        ocr_to_jsonl(scan, DocumentType.PDF, [1], tmp_path / "o.jsonl", languages="eng",
-                     **{**run, "page_timeout_s": 0.01})
+        ocr_page(scan, DocumentType.PDF, 1, languages="eng", **{**run, "page_timeout_s": 0.01})
+    read = ocr_page(scan, DocumentType.PDF, 1, languages="eng", **run)  # the same API, again
+    assert read.page.confidence >= 80 and read.text.text.startswith("Chapter 1")
 
     tiff = scanned_image(manual, PAGES[:3], tmp_path / "three.tiff")
     extracted = extract_pages(tiff)
     assert (extracted.document_type, extracted.engine) == (DocumentType.IMAGE, "image")
     assert extracted.page_count == 3 and extracted.needs_ocr == [1, 2, 3]
+    third = ocr_page(tiff, DocumentType.IMAGE, 3, languages="eng", **run)
+    assert recall(text_layer(manual, PAGES[2:3])[0], third.text.text) >= 0.95
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(scanned_image(manual, [10], tmp_path / "whole.png").read_bytes()[:5000])
     with pytest.raises(CorruptDocumentError):
-        ocr_to_jsonl(truncated, DocumentType.IMAGE, [1], tmp_path / "o.jsonl", languages="eng",
-                     **run)
+        ocr_page(truncated, DocumentType.IMAGE, 1, languages="eng", **run)

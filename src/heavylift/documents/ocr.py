@@ -1,16 +1,15 @@
 """OCR of pages without a text layer, and of images (issue 14): Tesseract through tesserocr.
 
-tesserocr calls Tesseract's C++ API in the pool process: the language data loads once per task
-and a page goes from pypdfium2's render to Tesseract as a PIL image, with no PNG written and no
-process started per page (pytesseract does both per page; measured slower, see the README). It
-runs in the worker's CPU pool like extraction, so under POOL_MEMORY_MB, and each page has a time
-limit (OCR_PAGE_TIMEOUT_S) that Tesseract itself honours: recognition stops at the deadline.
+tesserocr calls Tesseract's C++ API in the pool process: the language data loads once per
+process and a page goes from pypdfium2's render to Tesseract as a PIL image, with no PNG written
+and no process started per page (pytesseract does both per page; measured slower, see the
+README). Each page is one task in the worker's CPU pool, like extraction under POOL_MEMORY_MB,
+with a time limit (OCR_PAGE_TIMEOUT_S) that Tesseract itself honours: it stops at the deadline.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +32,7 @@ MAX_RENDER_PIXELS = 64_000_000
 # Images that do not say their resolution: what scanners use most.
 _DEFAULT_IMAGE_DPI = 300
 _LOWEST_DPI = 70  # below it Tesseract ignores a declared resolution and guesses
+_cached: tuple[tuple[str, str], PyTessBaseAPI] | None = None  # this process's Tesseract
 
 
 class OcrLanguageError(DocumentError):
@@ -95,51 +95,63 @@ def check_languages(languages: str, tessdata: Path) -> None:
         )
 
 
-def ocr_to_jsonl(
+class OcrResult(BaseModel):
+    """One page's OCR, as a pool task returns it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: Page
+    page: OcrPage
+    engine: str
+
+
+def ocr_page(
     source: Path,
     kind: DocumentType,
-    numbers: list[int],
-    out: Path,
+    number: int,
     *,
     dpi: int,
     languages: str,
     tessdata: Path,
     page_timeout_s: float,
     report: ProgressReport | None = None,
-) -> OcrSummary:
-    """Process-pool entry point: OCR pages `numbers` of `source` (a PDF or an image) into `out`
-    as JSON Lines of pages, as they are recognised."""
-    from tesserocr import PyTessBaseAPI
-
-    check_languages(languages, tessdata)
-    done: list[OcrPage] = []
-
-    def recognised(api: PyTessBaseAPI) -> Iterator[Page]:
-        for number, image, resolution in _page_images(source, kind, numbers, dpi):
-            text, confidence = _recognise(api, number, image, resolution, page_timeout_s)
-            done.append(OcrPage(page=number, confidence=confidence, chars=len(text)))
-            if report is not None:
-                report(len(done) / len(numbers))
-            yield Page(number=number, text=text, chars=len(text))
-
-    with PyTessBaseAPI(path=f"{tessdata}/", lang=languages) as api:
-        write_jsonl(out, recognised(api))
-        engine = f"tesseract {api.Version()}"
-    return OcrSummary(engine=engine, languages=languages, dpi=dpi, pages=done)
+) -> OcrResult:
+    """Process-pool entry point: OCR page `number` of `source` (a PDF or an image file)."""
+    api = _api(languages, tessdata)
+    image, resolution = _page_image(source, kind, number, dpi)
+    text, confidence = _recognise(api, number, image, resolution, page_timeout_s)
+    return OcrResult(text=Page(number=number, text=text, chars=len(text)),
+                     page=OcrPage(page=number, confidence=confidence, chars=len(text)),
+                     engine=f"tesseract {api.Version()}")
 
 
-def merge_summaries(shards: list[OcrSummary]) -> OcrSummary:
-    pages = sorted((page for shard in shards for page in shard.pages), key=lambda p: p.page)
-    return shards[0].model_copy(update={"pages": pages})
+def summarize(results: list[OcrResult], languages: str, dpi: int) -> OcrSummary:
+    pages = sorted((result.page for result in results), key=lambda page: page.page)
+    return OcrSummary(engine=results[0].engine, languages=languages, dpi=dpi, pages=pages)
 
 
-def merge_into(pages_file: Path, parts: list[Path]) -> None:
-    """Replace the pages of `pages_file` that `parts` (OCR output) hold, keeping page order."""
-    recognised = {page.number: page for part in parts for page in iter_jsonl(part, Page)}
+def merge_into(pages_file: Path, recognised: list[Page]) -> None:
+    """Replace the pages of `pages_file` that OCR read, keeping page order."""
+    by_number = {page.number: page for page in recognised}
     merged = pages_file.with_suffix(".ocr.jsonl")
-    write_jsonl(merged, (recognised.get(page.number, page)
+    write_jsonl(merged, (by_number.get(page.number, page)
                          for page in iter_jsonl(pages_file, Page)))
     merged.replace(pages_file)
+
+
+def _api(languages: str, tessdata: Path) -> PyTessBaseAPI:
+    """This pool process's Tesseract, kept between pages: loading a language's data costs
+    more than rendering a page (~25 MB of memory kept while the process lives)."""
+    from tesserocr import PyTessBaseAPI
+
+    global _cached
+    key = (languages, str(tessdata))
+    if _cached is None or _cached[0] != key:
+        check_languages(languages, tessdata)
+        if _cached is not None:
+            _cached[1].End()
+        _cached = (key, PyTessBaseAPI(path=f"{tessdata}/", lang=languages))
+    return _cached[1]
 
 
 def _recognise(
@@ -156,38 +168,33 @@ def _recognise(
     return (text, api.MeanTextConf()) if text.strip() else ("", 0)
 
 
-def _page_images(
-    source: Path, kind: DocumentType, numbers: list[int], dpi: int
-) -> Iterator[tuple[int, Image, int]]:
-    """(page number, 8-bit grey image, its resolution in dpi) for each of `numbers`."""
+def _page_image(source: Path, kind: DocumentType, number: int, dpi: int) -> tuple[Image, int]:
+    """Page `number` as an 8-bit grey image, and its resolution in dpi."""
     if kind is DocumentType.IMAGE:
-        yield from _frames(source, numbers)
-    else:
-        yield from _rendered(source, numbers, dpi)
+        return _frame(source, number)
+    return _rendered(source, number, dpi)
 
 
-def _rendered(path: Path, numbers: list[int], dpi: int) -> Iterator[tuple[int, Image, int]]:
+def _rendered(path: Path, number: int, dpi: int) -> tuple[Image, int]:
     import pypdfium2 as pdfium
 
     document = pdfium.PdfDocument(path)  # extraction opened it already: it opens
     try:
-        for number in numbers:
-            page = document[number - 1]
-            try:
-                width, height = page.get_size()  # in points, 72 per inch
-                scale = min(dpi / 72, math.sqrt(MAX_RENDER_PIXELS / max(width * height, 1.0)))
-                image = page.render(scale=scale, grayscale=True).to_pil()
-            finally:
-                page.close()
-            yield number, image, max(_LOWEST_DPI, round(scale * 72))
+        page = document[number - 1]
+        try:
+            width, height = page.get_size()  # in points, 72 per inch
+            scale = min(dpi / 72, math.sqrt(MAX_RENDER_PIXELS / max(width * height, 1.0)))
+            image = page.render(scale=scale, grayscale=True).to_pil()
+        finally:
+            page.close()
     finally:
         document.close()
+    return image, max(_LOWEST_DPI, round(scale * 72))
 
 
-def _frames(path: Path, numbers: list[int]) -> Iterator[tuple[int, Image, int]]:
+def _frame(path: Path, number: int) -> tuple[Image, int]:
     with reading_image(path) as image:
         declared = image.info.get("dpi", (0, 0))[0]
-        resolution = round(declared) if declared >= _LOWEST_DPI else _DEFAULT_IMAGE_DPI
-        for number in numbers:
-            image.seek(number - 1)
-            yield number, image.convert("L"), resolution  # palette, RGBA, CMYK, 1-bit: grey
+        image.seek(number - 1)
+        grey = image.convert("L")  # palette, RGBA, CMYK, 1-bit: all grey for Tesseract
+    return grey, round(declared) if declared >= _LOWEST_DPI else _DEFAULT_IMAGE_DPI

@@ -39,11 +39,12 @@ from heavylift.documents.manifest import (
     ManifestError,
 )
 from heavylift.documents.ocr import (
+    OcrResult,
     OcrSummary,
     OcrTimeoutError,
     merge_into,
-    merge_summaries,
-    ocr_to_jsonl,
+    ocr_page,
+    summarize,
 )
 from heavylift.documents.store import (
     ANALYSIS,
@@ -68,7 +69,7 @@ T = TypeVar("T")
 # Share of the progress bar per stage; the stages a job does not run give theirs to the others.
 _WEIGHTS = {"fetch": 5, "extract": 50, "chunk": 10, "analysis": 20, "embeddings": 13, "store": 2,
             "ocr": 60}
-# Time limit of one OCR task beyond its pages' own (opening, rendering, loading language data).
+# Time limit of one OCR task beyond its page's own (opening, rendering, loading language data).
 _OCR_TASK_SLACK_S = 60.0
 _UPLOAD = "upload.bin"
 
@@ -193,8 +194,16 @@ class _Run:
         # One shard of the pages per pool process: pdfium is not thread-safe, so processes are
         # the only way to use more than one core on one PDF.
         shards = self.settings.cpu_workers if kind is DocumentType.PDF else 1
+        fractions = [0.0] * shards
         budget = DecodeBudget.of(self.settings)
-        tracker = self._shard_progress("extract", shards)
+
+        def tracker(index: int) -> Callable[[float], None]:
+            def on_progress(fraction: float) -> None:
+                fractions[index] = fraction
+                self._progress("extract", sum(fractions) / shards)
+
+            return on_progress
+
         outcomes = await asyncio.gather(
             *(
                 self.ctx.cpu.run(
@@ -217,7 +226,12 @@ class _Run:
                 "Reading the document's text took longer than the limit of "
                 f"{self.settings.extract_timeout_s:g} s (EXTRACT_TIMEOUT_S)."
             )
-        merged = _merge(_settled(outcomes))
+        summaries: list[ExtractSummary] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            summaries.append(outcome)
+        merged = _merge(summaries)
         budget.check_document(merged.chars)  # each shard kept to the whole budget only
         if not merged.text_pages and not merged.needs_ocr:
             raise EmptyDocumentError("The document contains no text.")
@@ -250,39 +264,37 @@ class _Run:
         if not source.exists():  # extraction was reused from an earlier attempt
             await asyncio.to_thread(self.files.store.download_to, self.data.objectKey, source)
         pages = await asyncio.to_thread(self.files.ensure_local, PAGES)
-        # Interleaved, so slow pages (dense text) spread over the processes.
-        count = min(self.settings.cpu_workers, len(extract.needs_ocr))
-        shards = [extract.needs_ocr[index::count] for index in range(count)]
-        parts = [self.files.local(f"ocr-{index}.jsonl") for index in range(count)]
-        tracker = self._shard_progress("ocr", count)
+        numbers = extract.needs_ocr
+        # One pool task per page, one queued beyond the busy processes: pages of unequal cost
+        # balance themselves, and a failing page stops the rest (the task group cancels them).
+        slots = asyncio.Semaphore(self.settings.cpu_workers + 1)
+        done: list[OcrResult] = []
         timeout_s = self.settings.ocr_page_timeout_s
-        outcomes = await asyncio.gather(
-            *(
-                self.ctx.cpu.run(
-                    ocr_to_jsonl,
-                    source,
-                    extract.document_type,
-                    shard,
-                    part,
-                    dpi=self.settings.ocr_dpi,
-                    languages=self.settings.ocr_languages,
-                    tessdata=self.settings.ocr_tessdata_dir,
-                    page_timeout_s=timeout_s,
-                    on_progress=tracker(index),
-                    timeout_s=timeout_s * len(shard) + _OCR_TASK_SLACK_S,
-                )
-                for index, (shard, part) in enumerate(zip(shards, parts, strict=True))
-            ),
-            return_exceptions=True,
-        )
-        if any(isinstance(outcome, TimeoutError) for outcome in outcomes):
-            raise OcrTimeoutError(
-                f"OCR took longer than OCR_PAGE_TIMEOUT_S={timeout_s:g} s per page."
-            )
-        summary = merge_summaries(_settled(outcomes))
-        await asyncio.to_thread(merge_into, pages, parts)
-        metrics.DOCUMENT_OCR_PAGES.inc(len(summary.pages))
-        return summary
+
+        async def recognise(number: int) -> None:
+            async with slots:
+                done.append(await self.ctx.cpu.run(
+                    ocr_page, source, extract.document_type, number,
+                    dpi=self.settings.ocr_dpi, languages=self.settings.ocr_languages,
+                    tessdata=self.settings.ocr_tessdata_dir, page_timeout_s=timeout_s,
+                    timeout_s=timeout_s + _OCR_TASK_SLACK_S,
+                ))
+            self._progress("ocr", len(done) / len(numbers))
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for number in numbers:
+                    group.create_task(recognise(number))
+        except BaseExceptionGroup as failed:
+            first = failed.exceptions[0]
+            if isinstance(first, TimeoutError):  # stuck in native code past Tesseract's deadline
+                raise OcrTimeoutError(
+                    f"OCR of a page took longer than OCR_PAGE_TIMEOUT_S={timeout_s:g} s."
+                ) from first
+            raise first from None
+        await asyncio.to_thread(merge_into, pages, [result.text for result in done])
+        metrics.DOCUMENT_OCR_PAGES.inc(len(done))
+        return summarize(done, self.settings.ocr_languages, self.settings.ocr_dpi)
 
     async def _chunk(self) -> ChunkSummary:
         pages = await asyncio.to_thread(self.files.ensure_local, PAGES)
@@ -399,19 +411,6 @@ class _Run:
 
     # --- progress and logs --------------------------------------------------------------------
 
-    def _shard_progress(self, stage: str, shards: int) -> Callable[[int], Callable[[float], None]]:
-        """Progress callbacks of a stage split across `shards` pool tasks, by shard index."""
-        fractions = [0.0] * shards
-
-        def tracker(index: int) -> Callable[[float], None]:
-            def on_progress(fraction: float) -> None:
-                fractions[index] = fraction
-                self._progress(stage, sum(fractions) / shards)
-
-            return on_progress
-
-        return tracker
-
     def _progress(self, stage: str, fraction: float) -> None:
         low, high = self.spans[stage]
         self.ctx.set_progress(low + (high - low) * fraction)
@@ -450,14 +449,6 @@ def _respan(
     done, rest = stages[: stages.index(after) + 1], stages[stages.index(after) + 1:]
     return {**{stage: spans[stage] for stage in done},
             **_spans([inserted, *rest], low=spans[after][1])}
-
-
-def _settled(outcomes: list[T | BaseException]) -> list[T]:
-    """The results of gathered shards, or the first shard's error."""
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return outcomes  # type: ignore[return-value]  # no exceptions left
 
 
 def _run_key(job_id: str, data: DocumentJobData, upload: ObjectInfo, settings: Settings) -> str:
