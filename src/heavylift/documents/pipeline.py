@@ -251,7 +251,10 @@ class _Run:
         if extract.text_pages or (ocr is not None and ocr.text_pages):
             return
         if ocr is not None:
-            raise EmptyDocumentError(f"No text found, even after OCR of {len(ocr.pages)} pages.")
+            count = len(ocr.pages)
+            raise EmptyDocumentError(
+                f"No text found, even after OCR of {count} page{'s' if count > 1 else ''}."
+            )
         raise EmptyDocumentError(
             f"The document has no text layer ({len(extract.needs_ocr)} pages need OCR) and OCR "
             "is off (OCR_ENABLED=false)."
