@@ -197,6 +197,22 @@ def test_a_missing_ocr_language_stops_the_worker_at_start(redis_url: str) -> Non
     assert "tesseract-ocr-xyz" in output, output  # the package to install
 
 
+def test_with_ocr_off_a_scan_fails_saying_so(
+    queues: BlockingQueues, settings: Settings, store: ObjectStore, start_worker: StartWorker,
+    manual: Path, tmp_path: Path,
+) -> None:
+    # Off, OCR needs no language data: the worker starts although xyz has none.
+    start_worker(STORAGE_URL=settings.storage_url, OCR_ENABLED="false", OCR_LANGUAGES="eng+xyz")
+    scan = scanned_pdf(manual, PAGES[:2], tmp_path / "scan.pdf")
+    job = queue_document(queues, store, settings, scan, "scan.pdf", options=AI)
+    failed = wait_finished(queues, job.job_id)
+    assert failed.state == "failed" and failed.attemptsMade == 1, failed
+    assert failed.failedReason == (
+        "The document has no text layer (2 pages need OCR) and OCR is off (OCR_ENABLED=false).")
+    stored = manifest(store, job.document_id)
+    assert stored["ocr"] is None and stored["pagesNeedingOcr"] == [1, 2]
+
+
 def test_ocr_task_errors_are_clear(manual: Path, tmp_path: Path) -> None:
     scan = scanned_pdf(manual, PAGES[:1], tmp_path / "scan.pdf")
     run = {"dpi": 200, "tessdata": TESSDATA, "page_timeout_s": 60.0}
