@@ -434,10 +434,10 @@ def _timing(started: float) -> StageTiming:
 
 def _spans(stages: list[str], low: float = 0.0) -> dict[str, tuple[float, float]]:
     """Each stage's share of the progress bar from `low` to 100."""
-    total = sum(_WEIGHTS[stage] for stage in stages)
+    total, width = sum(_WEIGHTS[stage] for stage in stages), 100 - low
     spans = {}
     for stage in stages:
-        high = low + (100 - low) * _WEIGHTS[stage] / total
+        high = low + width * _WEIGHTS[stage] / total
         spans[stage] = (low, high)
         low = high
     return spans
