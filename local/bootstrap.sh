@@ -9,6 +9,10 @@ need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v npm >/dev/null || need_apt+=(nodejs npm)  # bull-board interop tests
+# OCR: Tesseract and its English data (the tesserocr wheel bundles the library; the data is
+# Debian's). Other OCR_LANGUAGES need their tesseract-ocr-<lang> package too.
+command -v tesseract >/dev/null || need_apt+=(tesseract-ocr)
+[[ -f /usr/share/tesseract-ocr/5/tessdata/eng.traineddata ]] || need_apt+=(tesseract-ocr-eng)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]] && ! command -v sudo >/dev/null; then
     echo "missing ${need_apt[*]}: run 'apt-get install -y ${need_apt[*]}' as root" >&2

@@ -132,6 +132,63 @@ def mixed_pdf(path: Path) -> Path:
     return path
 
 
+SCAN_DPI = 200
+
+
+def rendered_pages(source: Path, numbers: list[int], dpi: int = SCAN_DPI) -> list[Image.Image]:
+    """Pages of a real PDF as a scanner would see them: 8-bit grey images at `dpi`."""
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(source)
+    try:
+        return [document[number - 1].render(scale=dpi / 72, grayscale=True).to_pil().copy()
+                for number in numbers]
+    finally:
+        document.close()
+
+
+def image_pdf(target: Path, images: list[Image.Image], dpi: int = SCAN_DPI) -> Path:
+    """An image-only PDF (no text layer), one JPEG per page, as scanners write them."""
+    images[0].save(target, "PDF", save_all=True, append_images=images[1:], resolution=dpi)
+    return target
+
+
+def scanned_pdf(source: Path, numbers: list[int], target: Path, dpi: int = SCAN_DPI) -> Path:
+    """Pages `numbers` of a real text PDF, rendered and wrapped as an image-only PDF."""
+    return image_pdf(target, rendered_pages(source, numbers, dpi), dpi)
+
+
+def scanned_mixed_pdf(source: Path, numbers: list[int], target: Path) -> Path:
+    """Pages `numbers` of `source`: the odd positions (1st, 3rd...) keep their text layer, the
+    even ones are scans of themselves."""
+    scans = PdfReader(scanned_pdf(source, numbers[1::2], target.with_suffix(".scans.pdf")))
+    original = PdfReader(source)
+    writer = PdfWriter()
+    for position, number in enumerate(numbers):
+        if position % 2:
+            writer.add_page(scans.pages[position // 2])
+        else:
+            writer.add_page(original.pages[number - 1])
+    writer.write(target)
+    return target
+
+
+def scanned_image(source: Path, numbers: list[int], target: Path, dpi: int = SCAN_DPI) -> Path:
+    """Pages of a real PDF as one image file, its format from the suffix (.png for one page;
+    .tiff holds every page as a frame)."""
+    images = rendered_pages(source, numbers, dpi)
+    packed = {"compression": "tiff_lzw"} if target.suffix in (".tif", ".tiff") else {}
+    images[0].save(target, save_all=len(images) > 1, append_images=images[1:], dpi=(dpi, dpi),
+                   **packed)
+    return target
+
+
+def blank_scanned_pdf(target: Path, pages: int = 2, dpi: int = SCAN_DPI) -> Path:
+    """White A4 scans: images on every page, nothing to read in them."""
+    size = (round(A4[0] * dpi / 72), round(A4[1] * dpi / 72))
+    return image_pdf(target, [Image.new("L", size, 255) for _ in range(pages)], dpi)
+
+
 def encrypted_copy(source: Path, target: Path, user_password: str, algorithm: str) -> Path:
     writer = PdfWriter(clone_from=PdfReader(source))
     writer.encrypt(user_password=user_password, owner_password="owner-secret", algorithm=algorithm)

@@ -128,7 +128,8 @@ def test_unusable_files_fail_at_once_and_scans_complete_with_ocr_pages(
         "truncated.pdf": (data[: len(data) // 2], "damaged or truncated"),
         "garbage.pdf": (b"%PDF-1.7\n" + bytes(range(256)) * 64, "damaged"),
         "zero.pdf": (b"", "empty"),
-        "image.png": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64), "Unsupported file type"),
+        "broken.png": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64), "damaged"),
+        "archive.zip": (b"PK\x03\x04" + bytes(64), "Unsupported file type"),
     }
     completing: dict[str, bytes] = {
         "scanned.pdf": mixed_pdf(tmp_path / "scanned.pdf").read_bytes(),
@@ -153,7 +154,7 @@ def test_unusable_files_fail_at_once_and_scans_complete_with_ocr_pages(
     results = {name: wait_finished(queues, job.job_id) for name, job in done_jobs.items()}
     scanned = check_completed(store, results["scanned.pdf"])
     assert scanned["pagesNeedingOcr"] == [2]  # page 3 is blank, without an image
-    assert any("OCR" in warning for warning in scanned["warnings"])
+    assert [page["page"] for page in scanned["ocr"]["pages"]] == [2]  # stripes, not words
     assert check_completed(store, results["open-aes.pdf"])["pageCount"] == 6
     markdown = check_completed(store, results["notes.md"])
     assert markdown["documentType"] == "markdown" and markdown["engine"] == "text"

@@ -122,7 +122,8 @@ def test_broken_files_raise_clear_errors(
         "truncated.pdf": (data[: len(data) // 2], CorruptDocumentError),
         "garbage.pdf": (b"%PDF-1.7\n" + bytes(range(256)) * 64, CorruptDocumentError),
         "zero.pdf": (b"", EmptyDocumentError),
-        "image.pdf": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64), UnsupportedTypeError),
+        "broken.png": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64), CorruptDocumentError),
+        "archive.pdf": (b"PK\x03\x04" + bytes(64), UnsupportedTypeError),
     }
     for name, (content, expected) in cases.items():
         path = tmp_path / name

@@ -12,6 +12,7 @@ import typer
 from heavylift import diagnostics
 from heavylift.datasets import job as dataset_job
 from heavylift.documents import job as document_job
+from heavylift.documents.ocr import OcrLanguageError, check_languages
 from heavylift.logs import configure_logging
 from heavylift.queue import QueueName
 from heavylift.runtime.context import Registry, registry_of
@@ -31,6 +32,12 @@ def serve(queues: list[QueueName] | None = None, registry: Registry = REGISTRY) 
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
     served = {q: p for q, p in registry.items() if not queues or q in queues}
+    if settings.ocr_enabled and document_job.QUEUE in served:
+        try:  # a missing language fails here, not in the first scanned document's job
+            check_languages(settings.ocr_languages, settings.ocr_tessdata_dir)
+        except OcrLanguageError as error:
+            print(f"heavylift-worker: invalid setting OCR_LANGUAGES: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
     raise SystemExit(asyncio.run(WorkerRuntime(settings, served).run()))
 
 

@@ -73,6 +73,11 @@ locals {
     POOL_MEMORY_MB          = "512"
     PDF_PAGE_DECODED_MB     = "64"
     PDF_DOCUMENT_DECODED_MB = "256"
+    OCR_ENABLED             = "true"
+    OCR_LANGUAGES           = "eng"
+    OCR_DPI                 = "200"
+    OCR_PAGE_TIMEOUT_S      = "60"
+    OCR_TESSDATA_DIR        = "/usr/share/tesseract-ocr/5/tessdata"
     OPENAI_CHAT_MODEL       = var.openai_chat_model
     OPENAI_EMBEDDING_MODEL  = var.openai_embedding_model
     OPENAI_MAX_RETRIES      = "5"

@@ -441,6 +441,26 @@ class Settings(BaseSettings):
         description="Most characters (millions) of text one document may yield.",
     )
 
+    # --- Issue 14: OCR of pages without a text layer (documents.ocr) ---
+    ocr_enabled: bool = Field(
+        True, description="OCR pages without a text layer, and images (Tesseract).",
+    )
+    ocr_languages: str = Field(
+        "eng", pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$",
+        description="Tesseract languages, '+'-joined (e.g. eng+deu); each needs its"
+        " tesseract-ocr-<lang> data, checked when the worker starts.",
+    )
+    ocr_dpi: int = Field(
+        200, ge=70, le=600, description="Resolution PDF pages are rendered at for OCR.",
+    )
+    ocr_page_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Time limit for the OCR of one page.",
+    )
+    ocr_tessdata_dir: Path = Field(
+        Path("/usr/share/tesseract-ocr/5/tessdata"),
+        description="Folder of Tesseract's language data (Debian's tesseract-ocr-<lang>).",
+    )
+
     @model_validator(mode="after")
     def _budget_within_memory(self) -> Settings:
         if self.pdf_page_decoded_mb >= self.pool_memory_mb:

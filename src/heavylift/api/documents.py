@@ -39,7 +39,10 @@ from heavylift.storage.local import LocalStore, metadata_from_headers, verify_lo
 from heavylift.tenancy import DEFAULT_TENANT
 
 DOCS = job.QUEUE
-ALLOWED_TYPES = {"application/pdf", "text/plain", "text/markdown"}
+# What a signed upload may declare; the worker still reads the type from the bytes. Images are
+# OCR'd (documents.ocr).
+ALLOWED_TYPES = {"application/pdf", "text/plain", "text/markdown", "image/png", "image/jpeg",
+                 "image/tiff"}
 _FLAGS = ("useAI", "generateSummary", "generateEmbeddings")
 
 

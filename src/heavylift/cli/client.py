@@ -11,7 +11,9 @@ import requests
 
 # Files above this go through a signed upload URL (a function's body is capped at 32 MB on GCP).
 SIGNED_UPLOAD_ABOVE = 8 * 1024 * 1024
-CONTENT_TYPES = {".pdf": "application/pdf", ".md": "text/markdown", ".markdown": "text/markdown"}
+CONTENT_TYPES = {".pdf": "application/pdf", ".md": "text/markdown", ".markdown": "text/markdown",
+                 ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+                 ".tif": "image/tiff", ".tiff": "image/tiff"}
 
 
 class ApiError(Exception):

@@ -26,6 +26,8 @@ _MARKDOWN_PATTERNS = tuple(
         r"\*\*[^*\n]+\*\*|__[^_\n]+__",  # strong emphasis
     )
 )
+# Images OCR can read, by their magic bytes: PNG, JPEG, TIFF (little- and big-endian).
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")
 # A single stray "- item" or "**" in prose is not enough to call a file markdown.
 _MARKDOWN_MIN_KINDS = 2
 
@@ -34,6 +36,7 @@ class DocumentType(StrEnum):
     PDF = "pdf"
     TEXT = "text"
     MARKDOWN = "markdown"
+    IMAGE = "image"  # PNG, JPEG or TIFF: every frame is a page to OCR
 
 
 def detect_type(path: Path) -> DocumentType:
@@ -49,6 +52,8 @@ def detect_stream(file: BinaryIO) -> DocumentType:
         raise EmptyDocumentError("The file is empty (0 bytes).")
     if b"%PDF-" in head[:_PDF_HEADER_WINDOW]:
         return DocumentType.PDF
+    if head.startswith(_IMAGE_MAGIC):
+        return DocumentType.IMAGE
     decoder = codecs.getincrementaldecoder("utf-8")()
     block = head
     while block:

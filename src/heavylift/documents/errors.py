@@ -25,7 +25,9 @@ class EmptyDocumentError(DocumentError):
 
 
 class UnsupportedTypeError(DocumentError):
-    default_message = "Unsupported file type: upload a PDF, plain text or markdown file."
+    default_message = (
+        "Unsupported file type: upload a PDF, an image (PNG, JPEG, TIFF), plain text or markdown."
+    )
 
 
 class ExtractionTimeoutError(DocumentError):

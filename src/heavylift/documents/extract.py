@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from heavylift.documents.budget import DecodeBudget
 from heavylift.documents.detect import DocumentType, detect_type
 from heavylift.documents.errors import EmptyDocumentError
+from heavylift.documents.images import image_page_count
 from heavylift.documents.jsonl import write_jsonl
 from heavylift.documents.page_tokens import PageTokenWriter
 from heavylift.documents.pages import WHOLE, PageSource, RawPage, Shard
@@ -19,7 +20,7 @@ from heavylift.documents.pdf_pdfium import REOPEN_EVERY, open_pdfium
 from heavylift.text import normalize_text
 
 PdfEngine = Literal["pypdfium2", "pypdf"]
-Engine = Literal["pypdfium2", "pypdf", "text"]
+Engine = Literal["pypdfium2", "pypdf", "text", "image"]
 ProgressReport = Callable[[float], None]
 
 # Progress crosses a pipe to the event loop: send whole percents, not one message per page.
@@ -84,6 +85,8 @@ def _extraction(
     report: ProgressReport | None,
 ) -> _Extraction:
     document_type = detect_type(path)
+    if document_type is DocumentType.IMAGE:
+        return _image_extraction(path, shard, report)
     if document_type is not DocumentType.PDF:
         if shard != WHOLE:
             raise ValueError("only PDF pages can be extracted in shards")
@@ -103,6 +106,17 @@ def _extraction(
     needs_ocr: list[int] = []
     normalized = _normalized(source, budget, report, needs_ocr)
     return _Extraction(document_type, engine, source.page_count, normalized, needs_ocr)
+
+
+def _image_extraction(path: Path, shard: Shard, report: ProgressReport | None) -> _Extraction:
+    """An image has no text layer: each frame is an empty page that needs OCR."""
+    if shard != WHOLE:
+        raise ValueError("only PDF pages can be extracted in shards")
+    count = image_page_count(path)
+    if report is not None:
+        report(1.0)
+    pages = (Page(number=number, text="", chars=0) for number in range(1, count + 1))
+    return _Extraction(DocumentType.IMAGE, "image", count, pages, list(range(1, count + 1)))
 
 
 def _normalized(

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from heavylift.ai.base import ProviderInfo
 from heavylift.documents.detect import DocumentType
 from heavylift.documents.job import UploadOptions
+from heavylift.documents.ocr import OcrSummary
 from heavylift.documents.store import StageTiming
 
 
@@ -26,7 +27,8 @@ class DocumentResult(BaseModel):
 
 class ManifestCounts(BaseModel):
     pages: int = 0
-    textPages: int = 0
+    textPages: int = 0  # with text, from the text layer or OCR
+    ocrPages: int = 0
     characters: int = 0
     chunks: int = 0
     tokens: int = 0
@@ -56,7 +58,8 @@ class DocumentManifest(BaseModel):
     documentType: DocumentType | None
     engine: str | None
     pageCount: int | None
-    pagesNeedingOcr: list[int]
+    pagesNeedingOcr: list[int]  # pages without a text layer
+    ocr: OcrSummary | None  # None when no page was OCR'd
     embeddingDimensions: int | None
     counts: ManifestCounts
     files: dict[str, str]  # output name -> object key

@@ -38,6 +38,14 @@ from heavylift.documents.manifest import (
     ManifestCounts,
     ManifestError,
 )
+from heavylift.documents.ocr import (
+    OcrResult,
+    OcrSummary,
+    OcrTimeoutError,
+    merge_into,
+    ocr_page,
+    summarize,
+)
 from heavylift.documents.store import (
     ANALYSIS,
     CHUNKS,
@@ -60,7 +68,10 @@ log = logging.getLogger("heavylift.documents")
 T = TypeVar("T")
 
 # Share of the progress bar per stage; the stages a job does not run give theirs to the others.
-_WEIGHTS = {"fetch": 5, "extract": 50, "chunk": 10, "analysis": 20, "embeddings": 13, "store": 2}
+_WEIGHTS = {"fetch": 5, "extract": 50, "chunk": 10, "analysis": 20, "embeddings": 13, "store": 2,
+            "ocr": 60}
+# Time limit of one OCR task beyond its page's own (opening, rendering, loading language data).
+_OCR_TASK_SLACK_S = 60.0
 _UPLOAD = "upload.bin"
 
 
@@ -108,7 +119,8 @@ class _Run:
         try:
             upload = await self._upload_info()
             await self._open_checkpoint(upload)
-            await self._stage("extract", self.checkpoint.extract, self._extract, PAGES)
+            extract = await self._stage("extract", self.checkpoint.extract, self._extract, PAGES)
+            await self._ocr_stage(extract)
             chunks = await self._stage("chunk", self.checkpoint.chunk, self._chunk, CHUNKS)
             if "analysis" in self.spans and chunks.chunks:
                 await self._stage("analysis", self.checkpoint.analysis, self._analyze, ANALYSIS)
@@ -239,6 +251,66 @@ class _Run:
         metrics.DOCUMENT_PAGES.inc(merged.page_count)
         return merged
 
+    async def _ocr_stage(self, extract: ExtractSummary) -> None:
+        """OCR the pages without a text layer (all of an image's); fail a document that has no
+        text even then: it must never complete with nothing in it."""
+        ocr = None
+        if extract.needs_ocr and self.settings.ocr_enabled:
+            if "ocr" not in self.spans:  # known only now: OCR shares what is left of the bar
+                self.spans = _respan(self.spans, after="extract", inserted="ocr")
+            ocr = await self._stage("ocr", self.checkpoint.ocr, self._ocr, PAGES)
+        if extract.text_pages or (ocr is not None and ocr.text_pages):
+            return
+        if ocr is not None:
+            count = len(ocr.pages)
+            raise EmptyDocumentError(
+                f"No text found, even after OCR of {count} page{'s' if count > 1 else ''}."
+            )
+        raise EmptyDocumentError(
+            f"The document has no text layer ({len(extract.needs_ocr)} pages need OCR) and OCR "
+            "is off (OCR_ENABLED=false)."
+        )
+
+    async def _ocr(self) -> OcrSummary:
+        extract = self.checkpoint.extract
+        assert extract is not None  # the extract stage ran or was reused
+        source = self.files.local(_UPLOAD)
+        if not source.exists():  # extraction was reused from an earlier attempt
+            await asyncio.to_thread(self.files.store.download_to, self.data.objectKey, source)
+        pages = await asyncio.to_thread(self.files.ensure_local, PAGES)
+        numbers = extract.needs_ocr
+        # One pool task per page, one queued beyond the busy processes: pages of unequal cost
+        # balance themselves, and a failing page stops the rest (the task group cancels them).
+        slots = asyncio.Semaphore(self.settings.cpu_workers + 1)
+        done: list[OcrResult] = []
+        timeout_s = self.settings.ocr_page_timeout_s
+
+        async def recognise(number: int) -> None:
+            async with slots:
+                done.append(await self.ctx.cpu.run(
+                    ocr_page, source, extract.document_type, number,
+                    dpi=self.settings.ocr_dpi, languages=self.settings.ocr_languages,
+                    tessdata=self.settings.ocr_tessdata_dir, page_timeout_s=timeout_s,
+                    timeout_s=timeout_s + _OCR_TASK_SLACK_S,
+                ))
+            self._progress("ocr", len(done) / len(numbers))
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for number in numbers:
+                    group.create_task(recognise(number))
+        except BaseExceptionGroup as failed:
+            first = failed.exceptions[0]
+            if isinstance(first, TimeoutError):  # stuck in native code past Tesseract's deadline
+                raise OcrTimeoutError(
+                    f"OCR of a page took longer than OCR_PAGE_TIMEOUT_S={timeout_s:g} s."
+                ) from first
+            raise first from None
+        await asyncio.to_thread(merge_into, pages, [result.text for result in done])
+        self.token_files = []  # the shards encoded the pages without the OCR'd text
+        metrics.DOCUMENT_OCR_PAGES.inc(len(done))
+        return summarize(done, self.settings.ocr_languages, self.settings.ocr_dpi)
+
     async def _chunk(self) -> ChunkSummary:
         pages = await asyncio.to_thread(self.files.ensure_local, PAGES)
         return await self.ctx.offload(
@@ -284,6 +356,7 @@ class _Run:
     ) -> DocumentManifest:
         cp = self.checkpoint
         extract, chunk, analysis, vectors = cp.extract, cp.chunk, cp.analysis, cp.embeddings
+        ocr = cp.ocr
         outputs = {PAGES: extract, CHUNKS: chunk, ANALYSIS: analysis, VECTORS: vectors,
                    VECTOR_INDEX: vectors}
         ai = vectors or analysis
@@ -302,11 +375,13 @@ class _Run:
             engine=extract.engine if extract else None,
             pageCount=extract.page_count if extract else None,
             pagesNeedingOcr=extract.needs_ocr if extract else [],
+            ocr=ocr,
             embeddingDimensions=vectors.dimensions if vectors else None,
             counts=ManifestCounts(
                 pages=extract.pages if extract else 0,
-                textPages=extract.text_pages if extract else 0,
-                characters=extract.chars if extract else 0,
+                textPages=(extract.text_pages if extract else 0) + (ocr.text_pages if ocr else 0),
+                ocrPages=len(ocr.pages) if ocr else 0,
+                characters=(extract.chars if extract else 0) + (ocr.chars if ocr else 0),
                 chunks=chunk.chunks if chunk else 0,
                 tokens=chunk.tokens if chunk else 0,
                 themes=analysis.themes if analysis else 0,
@@ -323,13 +398,16 @@ class _Run:
         )
 
     def _warnings(self) -> list[str]:
-        extract, chunk = self.checkpoint.extract, self.checkpoint.chunk
+        extract, chunk, ocr = self.checkpoint.extract, self.checkpoint.chunk, self.checkpoint.ocr
         warnings = []
-        if extract and extract.needs_ocr:
+        if extract and extract.needs_ocr and ocr is None and not self.settings.ocr_enabled:
             warnings.append(
                 f"{len(extract.needs_ocr)} of {extract.page_count} pages have no text layer "
-                "(scanned?): they need OCR and were not analysed"
+                "(scanned?) and OCR is off (OCR_ENABLED=false): they were not analysed"
             )
+        if ocr and ocr.text_pages < len(ocr.pages):
+            warnings.append(f"OCR found no text on {len(ocr.pages) - ocr.text_pages} of "
+                            f"{len(ocr.pages)} pages without a text layer")
         if chunk is not None and not chunk.chunks and "analysis" in self.spans:
             warnings.append("no text to analyse: analysis and embeddings were skipped")
         return warnings
@@ -389,14 +467,26 @@ def _timing(started: float) -> StageTiming:
     return StageTiming(seconds=round(time.monotonic() - started, 3), finishedAt=_now())
 
 
-def _spans(stages: list[str]) -> dict[str, tuple[float, float]]:
-    total = sum(_WEIGHTS[stage] for stage in stages)
-    spans, low = {}, 0.0
+def _spans(stages: list[str], low: float = 0.0) -> dict[str, tuple[float, float]]:
+    """Each stage's share of the progress bar from `low` to 100."""
+    total, width = sum(_WEIGHTS[stage] for stage in stages), 100 - low
+    spans = {}
     for stage in stages:
-        high = low + 100 * _WEIGHTS[stage] / total
+        high = low + width * _WEIGHTS[stage] / total
         spans[stage] = (low, high)
         low = high
     return spans
+
+
+def _respan(
+    spans: dict[str, tuple[float, float]], after: str, inserted: str
+) -> dict[str, tuple[float, float]]:
+    """`inserted` placed after the stage `after`, sharing the rest of the bar with the stages
+    that follow; what is already shown does not move."""
+    stages = list(spans)
+    done, rest = stages[: stages.index(after) + 1], stages[stages.index(after) + 1:]
+    return {**{stage: spans[stage] for stage in done},
+            **_spans([inserted, *rest], low=spans[after][1])}
 
 
 def _run_key(job_id: str, data: DocumentJobData, upload: ObjectInfo, settings: Settings) -> str:
@@ -407,6 +497,7 @@ def _run_key(job_id: str, data: DocumentJobData, upload: ObjectInfo, settings: S
         "object": [data.objectKey, upload.etag_or_generation, data.sha256],
         "options": data.options.model_dump(),
         "extract": [settings.pdf_engine],
+        "ocr": [settings.ocr_enabled, settings.ocr_dpi, settings.ocr_languages],
         "chunk": [settings.chunk_tokens, settings.chunk_overlap, settings.tokenizer_encoding],
         "ai": [settings.openai_api_key is not None, settings.openai_chat_model,
                settings.openai_embedding_model],

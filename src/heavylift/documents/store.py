@@ -16,6 +16,7 @@ from heavylift.documents.chunk import ChunkSummary
 from heavylift.documents.embed import EmbeddingSummary
 from heavylift.documents.extract import ExtractSummary
 from heavylift.documents.job import MANIFEST, output_key
+from heavylift.documents.ocr import OcrSummary
 from heavylift.storage import ObjectNotFoundError, ObjectStore
 
 PAGES = "pages.jsonl"
@@ -40,6 +41,7 @@ class Checkpoint(BaseModel):
 
     run: str
     extract: ExtractSummary | None = None
+    ocr: OcrSummary | None = None
     chunk: ChunkSummary | None = None
     analysis: AnalysisSummary | None = None
     embeddings: EmbeddingSummary | None = None

@@ -33,6 +33,8 @@ QUEUE_BACKLOG = Gauge("heavylift_queue_backlog",
                       ["queue"], registry=REGISTRY)
 DOCUMENT_PAGES = Counter("heavylift_document_pages", "PDF/text pages extracted (rate = pages/s)",
                          registry=REGISTRY)
+DOCUMENT_OCR_PAGES = Counter("heavylift_document_ocr_pages",
+                             "Pages OCR'd with Tesseract (rate = pages/s)", registry=REGISTRY)
 DATASET_ROWS = Counter("heavylift_dataset_rows", "Dataset rows written (rate = rows/s)",
                        registry=REGISTRY)
 
