@@ -322,7 +322,7 @@ def test_upload_page_shows_hostile_file_names_as_text(
     # File names come from the user's disk; the refusal's reason comes back from the api.
     good = text_pdf(tmp_path / "<img src=x onerror=window.__pwned=1>.pdf", [["Hostile name"]])
     bad = tmp_path / '"><svg onload=window.__pwned=2>.pdf'
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    bad.write_bytes(b"PK\x03\x04" + bytes(64))  # a ZIP: refused (415) with its name
     browser.get(stack.api.url(f"/upload?key={API_KEY}"))
     for path, outcome in ((good, "done"), (bad, "failed")):
         browser.find_element(By.ID, "files").send_keys(str(path))
