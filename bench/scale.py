@@ -69,7 +69,7 @@ def run_round(redis: RedisServer, workdir: Path, workers: int, args: argparse.Na
     env = {"JOB_CONCURRENCY": str(args.concurrency), "CPU_WORKERS": "1",
            "STORAGE_URL": f"file://{workdir / 'storage'}",
            "ARGS": "--queue diagnostics"}
-    procs = [WorkerProcess(redis.url, **env) for _ in range(workers)]
+    procs = [WorkerProcess(redis.url, None, **env) for _ in range(workers)]
     try:
         for proc in procs:
             proc.wait_ready(60)
