@@ -28,7 +28,8 @@ TF = ROOT / "infra" / "terraform"
 # Settings that are deliberately NOT set on a role, with the reason. Keep this list small: every
 # other Settings field must be wired in infra/terraform/env.tf.
 NOT_ON_GCP = {
-    "PORT": "set by Cloud Run / Cloud Functions themselves (a reserved variable)",
+    "PORT": "Cloud Functions set it; the worker pool keeps the default 8080, which its probes and "
+            "metrics sidecar read (test_worker_pool_probes_and_grace)",
     "REDIS_URL": "REDIS_HOST/PORT/TLS + the REDIS_PASSWORD secret keep the AUTH string out of env",
     "PUBLIC_BASE_URL": "only file:// upload URLs use it; on GCP they are signed gs:// URLs",
     "GCS_SIGNING_CREDENTIALS_FILE": "local signing only; on GCP the IAM Credentials API signs",
@@ -194,8 +195,15 @@ def function_env(name: str) -> set[str]:
     return plain | secret
 
 
+WORKER = "google_cloud_run_v2_worker_pool.worker"
+
+
+def worker_template() -> dict[str, Any]:
+    return one(resource(WORKER), "template")
+
+
 def worker_env() -> set[str]:
-    container = one(one(resource("google_cloud_run_v2_service.worker"), "template"), "containers")
+    container = one(worker_template(), "containers")
     static = {env["name"] for env in container.get("env", [])}
     return static | dynamic_keys(container, "env", "name")
 
@@ -255,10 +263,10 @@ def test_every_setting_is_wired_on_functions_and_worker() -> None:
         "google_cloudfunctions2_function.fn[api]": function_env("api"),
         "google_cloudfunctions2_function.fn[on_upload_finalized]": function_env(
             "on_upload_finalized"),
-        "google_cloud_run_v2_service.worker": worker_env(),
+        WORKER: worker_env(),
     }
     for target, env in wiring.items():
-        exempt = set(NOT_ON_GCP) | (set(NOT_ON_WORKER) if "run_v2" in target
+        exempt = set(NOT_ON_GCP) | (set(NOT_ON_WORKER) if target == WORKER
                                     else set(NOT_ON_FUNCTIONS))
         missing = fields - env - exempt
         assert not missing, (f"{target} does not set {sorted(missing)}: add them to "
@@ -286,7 +294,7 @@ def test_secrets_come_from_secret_manager() -> None:
         volume = one(one(function(fn), "service_config"), "secret_volumes")
         assert volume["mount_path"] == "${local.redis_ca_dir}"
         assert "redis_ca" in volume["secret"] and one(volume, "versions")["path"] == "ca.pem"
-    template = one(resource("google_cloud_run_v2_service.worker"), "template")
+    template = worker_template()
     mount = one(one(template, "containers"), "volume_mounts")
     assert mount["mount_path"] == "${local.redis_ca_dir}"
     assert "redis_ca" in one(one(template, "volumes"), "secret")["secret"]
@@ -407,7 +415,7 @@ def test_one_service_account_per_role() -> None:
     assert accounts >= {f"google_service_account.{r}"
                         for r in ("functions", "worker", "eventarc", "build")}
     api = one(function("api"), "service_config")
-    worker = one(resource("google_cloud_run_v2_service.worker"), "template")
+    worker = worker_template()
     assert "functions" in api["service_account_email"]
     assert "worker" in worker["service_account"]
 
@@ -441,25 +449,26 @@ def test_functions_reach_redis_privately() -> None:
         assert one(service, "direct_vpc_network_interface")["subnetwork"]
         assert service["direct_vpc_egress"] == "VPC_EGRESS_PRIVATE_RANGES_ONLY"
         assert service["max_instance_count"]
-    template = one(resource("google_cloud_run_v2_service.worker"), "template")
-    assert one(one(template, "vpc_access"), "network_interfaces")["subnetwork"]
+    assert one(one(worker_template(), "vpc_access"), "network_interfaces")["subnetwork"]
 
 
-def test_worker_always_on_with_probes_and_matching_grace() -> None:
-    worker = resource("google_cloud_run_v2_service.worker")
-    assert worker["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
-    template = one(worker, "template")
-    scaling = one(template, "scaling")
-    variables = blocks("variable")
-    assert scaling["min_instance_count"] == "${var.worker_min_instances}"
-    assert variables["worker_min_instances"]["default"] >= 1
-    assert ">= 1" in one(variables["worker_min_instances"], "validation")["condition"]
-    container = one(template, "containers")
-    assert one(container, "resources")["cpu_idle"] is False
-    port = one(container, "ports")["container_port"]
+def test_worker_pool_probes_and_grace() -> None:
+    # A worker pool: pull-based, no endpoint. The old service is gone, and nobody is granted
+    # anything on the pool but the autoscaler.
+    assert "google_cloud_run_v2_service.worker" not in blocks("resource")
+    container = one(worker_template(), "containers")
+    assert container["name"] == "worker"
+    # PORT is not set on the pool: probes and the metrics sidecar rely on the code's default.
+    port = Settings.model_fields["port"].default
+    assert tf_locals()["worker_port"] == port == 8080
     for probe in ("startup_probe", "liveness_probe"):
         http = one(one(container, probe), "http_get")
-        assert http["path"] == "/healthz" and http["port"] == port
+        assert http["path"] == "/healthz" and http["port"] == "${local.worker_port}"
+    variables = blocks("variable")
+    assert variables["worker_min_instances"]["default"] >= 1
+    assert ">= 1" in one(variables["worker_min_instances"], "validation")["condition"]
+    assert "var.worker_min_instances" in one(variables["worker_max_instances"],
+                                             "validation")["condition"]
     # Cloud Run SIGKILLs 10 s after SIGTERM: the worker's drain time must end before that.
     grace = variables["worker_shutdown_grace_s"]
     assert grace["default"] < 10
@@ -467,6 +476,139 @@ def test_worker_always_on_with_probes_and_matching_grace() -> None:
     assert grace["default"] == Settings.model_fields["shutdown_grace_s"].default
     assert tf_locals()["app_env_defaults"]["SHUTDOWN_GRACE_S"] == (
         "${tostring(var.worker_shutdown_grace_s)}")
+
+
+# --- autoscaling -------------------------------------------------------------------------------
+
+BACKLOG = "${local.backlog_scaling ? 1 : 0}"
+AUTOSCALING_RESOURCES = {
+    "google_service_account.autoscaler", "google_parameter_manager_parameter.autoscaler",
+    "google_parameter_manager_parameter_version.autoscaler",
+    "google_cloud_run_v2_service.autoscaler",
+    "google_cloud_run_v2_worker_pool_iam_member.autoscaler",
+    "google_service_account_iam_member.autoscaler_acts_as_worker",
+    "google_project_iam_member.worker_metric_writer",
+}
+
+
+def dynamic_block(body: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [dyn for entry in body.get("dynamic", []) for label, dyn in entry.items()
+             if label == name]
+    assert len(found) == 1, f"expected one dynamic {name} block"
+    block: dict[str, Any] = found[0]
+    return block
+
+
+def test_autoscaling_switch_has_two_modes() -> None:
+    mode = blocks("variable")["worker_autoscaling"]
+    assert mode["default"] == "backlog"
+    assert one(mode, "validation")["condition"] == (
+        '${contains(["backlog", "fixed"], var.worker_autoscaling)}')
+    assert tf_locals()["backlog_scaling"] == '${var.worker_autoscaling == "backlog"}'
+    # Everything the autoscaler needs exists in "backlog" mode only.
+    for address in AUTOSCALING_RESOURCES:
+        assert resource(address)["count"] == BACKLOG, address
+    grants = resource("google_project_iam_member.autoscaler")["for_each"]
+    assert grants.startswith("${local.backlog_scaling ? toset(") and grants.endswith(
+        ": toset([])}")
+
+
+def test_fixed_mode_pins_the_count_and_backlog_mode_leaves_it_to_the_autoscaler() -> None:
+    pool = resource(WORKER)
+    assert "scaling" not in pool, "scaling must be dynamic: present in fixed mode only"
+    scaling = dynamic_block(pool, "scaling")
+    # backlog -> no block (Terraform keeps the count the autoscaler set); fixed -> min instances.
+    assert scaling["for_each"] == "${local.backlog_scaling ? [] : [var.worker_min_instances]}"
+    content = one(scaling, "content")
+    assert content == {"scaling_mode": "MANUAL", "manual_instance_count": "${scaling.value}"}
+    # The metrics sidecar runs beside the worker in backlog mode only, after the worker is up.
+    sidecar = dynamic_block(worker_template(), "containers")
+    assert sidecar["for_each"] == "${local.backlog_scaling ? [var.metrics_sidecar_image] : []}"
+    content = one(sidecar, "content")
+    assert content["image"] == "${containers.value}" and content["depends_on"] == ["worker"]
+    assert "cloud-run-gmp-sidecar" in blocks("variable")["metrics_sidecar_image"]["default"]
+
+
+def test_autoscaler_scales_the_pool_on_unfinished_jobs() -> None:
+    from heavylift.runtime.metrics import _BACKLOG_STATES
+
+    config = tf_locals()["autoscaler_config"]
+    assert config["apiVersion"] == "crema/v1" and config["kind"] == "CremaConfig"
+    spec = config["spec"]
+    assert spec["pollingInterval"] == 30  # CREMA loops itself: no scheduler needed
+    scaled = one(spec, "scaledObjects")["spec"]
+    assert scaled["scaleTargetRef"]["name"] == (
+        "projects/${var.project_id}/locations/${var.region}/workerpools/"
+        "${google_cloud_run_v2_worker_pool.worker.name}")
+    assert scaled["minReplicaCount"] == "${var.worker_min_instances}"
+    assert scaled["maxReplicaCount"] == "${var.worker_max_instances}"
+    trigger = one(scaled, "triggers")
+    assert trigger["type"] == "prometheus"
+    meta = trigger["metadata"]
+    assert meta["serverAddress"] == (
+        "https://monitoring.googleapis.com/v1/projects/${var.project_id}/location/global/prometheus")
+    assert meta["threshold"] == "${tostring(var.worker_backlog_per_instance)}"
+    # The states the worker's heavylift_queue_backlog sums, plus the running jobs; one value per
+    # queue and state across instances (each reports the same Redis counts).
+    assert set(tf_locals()["outstanding_states"]) == {*_BACKLOG_STATES, "active"}
+    query = tf_locals()["outstanding_query"]
+    assert query.startswith("sum(max by (queue, state) (heavylift_queue_depth{state=~'")
+    assert "${join(\"|\", local.outstanding_states)}" in query
+    auth = one(spec, "triggerAuthentications")
+    assert auth["spec"] == {"podIdentity": {"provider": "gcp"}}
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    scale_down = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+    assert scale_down["stabilizationWindowSeconds"] >= 60
+    # The parameter version holds exactly this config; its id changes with the content.
+    version = resource("google_parameter_manager_parameter_version.autoscaler")
+    assert version["parameter_data"] == "${local.autoscaler_yaml}"
+    assert "sha256(local.autoscaler_yaml)" in version["parameter_version_id"]
+    assert tf_locals()["autoscaler_yaml"] == "${yamlencode(local.autoscaler_config)}"
+    assert resource("google_parameter_manager_parameter.autoscaler")["format"] == "YAML"
+
+
+def test_autoscaler_service_runs_one_looping_instance_nobody_calls() -> None:
+    service = resource("google_cloud_run_v2_service.autoscaler")
+    assert service["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
+    template = one(service, "template")
+    assert "autoscaler" in template["service_account"]
+    scaling = one(template, "scaling")
+    assert scaling["min_instance_count"] == scaling["max_instance_count"] == 1
+    container = one(template, "containers")
+    assert container["image"] == "${var.autoscaler_image}"
+    assert one(container, "resources")["cpu_idle"] is False
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["CREMA_CONFIG"] == "${google_parameter_manager_parameter_version.autoscaler[0].name}"
+    assert "crema" in blocks("variable")["autoscaler_image"]["default"]
+    invokers = [a for a, b in blocks("resource").items()
+                if "iam" in a and b.get("role") == "roles/run.invoker"]
+    assert all("autoscaler" not in json.dumps(resource(a)) for a in invokers), invokers
+    services = set(re.findall(r'"([a-z]+\.googleapis\.com)"', tf_locals()["services"]))
+    assert {"monitoring.googleapis.com", "parametermanager.googleapis.com"} <= services
+
+
+def test_autoscaler_least_privilege() -> None:
+    autoscaler = "${local.autoscaler_sa}"
+    granted = {a: b for a, b in blocks("resource").items()
+               if "iam_member" in a and b.get("member") == autoscaler}
+    assert set(granted) == {
+        "google_project_iam_member.autoscaler",
+        "google_cloud_run_v2_worker_pool_iam_member.autoscaler",
+        "google_service_account_iam_member.autoscaler_acts_as_worker",
+    }
+    project_roles = set(re.findall(r'"(roles/[^"]+)"', granted[
+        "google_project_iam_member.autoscaler"]["for_each"]))
+    assert project_roles == {"roles/parametermanager.parameterViewer", "roles/monitoring.viewer"}
+    pool = granted["google_cloud_run_v2_worker_pool_iam_member.autoscaler"]
+    assert pool["role"] == "roles/run.developer"
+    assert pool["name"] == "${google_cloud_run_v2_worker_pool.worker.name}"
+    acts_as = granted["google_service_account_iam_member.autoscaler_acts_as_worker"]
+    assert acts_as["role"] == "roles/iam.serviceAccountUser"
+    assert acts_as["service_account_id"] == "${google_service_account.worker.name}"
+    # The worker's sidecar writes metrics; nothing else gained a role for autoscaling.
+    writer = resource("google_project_iam_member.worker_metric_writer")
+    assert writer["role"] == "roles/monitoring.metricWriter"
+    assert writer["member"] == "${google_service_account.worker.member}"
 
 
 # --- checkov -----------------------------------------------------------------------------------

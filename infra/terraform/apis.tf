@@ -14,6 +14,8 @@ locals {
     # Private Service Connect for Memorystore for Redis Cluster (redis_mode = "cluster").
     "networkconnectivity.googleapis.com",
     "serviceconsumermanagement.googleapis.com",
+    "monitoring.googleapis.com",
+    "parametermanager.googleapis.com",
     "pubsub.googleapis.com",
     "redis.googleapis.com",
     "run.googleapis.com",

@@ -7,7 +7,7 @@ resource "google_service_account" "functions" {
 
 resource "google_service_account" "worker" {
   account_id   = "${var.name_prefix}-worker"
-  display_name = "heavylift worker (Cloud Run)"
+  display_name = "heavylift worker (Cloud Run worker pool)"
 }
 
 resource "google_service_account" "eventarc" {

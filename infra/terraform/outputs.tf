@@ -10,9 +10,14 @@ output "event_function" {
   value       = google_cloudfunctions2_function.fn["on_upload_finalized"].name
 }
 
-output "worker_service" {
-  description = "Name of the worker Cloud Run service."
-  value       = google_cloud_run_v2_service.worker.name
+output "worker_pool" {
+  description = "Name of the worker Cloud Run worker pool."
+  value       = google_cloud_run_v2_worker_pool.worker.name
+}
+
+output "autoscaler_service" {
+  description = "Name of the autoscaler (CREMA) Cloud Run service; null in \"fixed\" mode."
+  value       = one(google_cloud_run_v2_service.autoscaler[*].name)
 }
 
 output "bucket" {
@@ -42,5 +47,6 @@ output "service_accounts" {
     worker    = google_service_account.worker.email
     eventarc  = google_service_account.eventarc.email
     build     = google_service_account.build.email
+    scaler    = one(google_service_account.autoscaler[*].email)
   }
 }

@@ -283,8 +283,19 @@ variable "worker_image" {
   }
 }
 
+variable "worker_autoscaling" {
+  description = "How many worker instances run: \"backlog\" (the autoscaler in autoscaling.tf scales between worker_min_instances and worker_max_instances on queued + running jobs) or \"fixed\" (always worker_min_instances)."
+  type        = string
+  default     = "backlog"
+
+  validation {
+    condition     = contains(["backlog", "fixed"], var.worker_autoscaling)
+    error_message = "worker_autoscaling must be \"backlog\" or \"fixed\"."
+  }
+}
+
 variable "worker_min_instances" {
-  description = "Workers always running (>= 1: BullMQ workers pull, nothing wakes an idle one)."
+  description = "Workers always running (>= 1: BullMQ workers pull, and the backlog metric comes from a running worker); the instance count in \"fixed\" mode."
   type        = number
   default     = 1
 
@@ -295,13 +306,57 @@ variable "worker_min_instances" {
 }
 
 variable "worker_max_instances" {
-  description = "Upper bound of worker instances (Cloud Run scales on CPU between min and max)."
+  description = "Most worker instances the autoscaler starts (\"backlog\" mode); see docs/deploy.md for the sizing."
   type        = number
   default     = 10
 
   validation {
-    condition     = var.worker_max_instances >= 1 && var.worker_max_instances <= 1000
-    error_message = "worker_max_instances must be between 1 and 1000."
+    condition     = var.worker_max_instances >= var.worker_min_instances && var.worker_max_instances <= 1000
+    error_message = "worker_max_instances must be between worker_min_instances and 1000."
+  }
+}
+
+variable "worker_backlog_per_instance" {
+  description = "Autoscaler target: unfinished jobs (waiting + prioritized + paused + delayed + active) per worker instance; instances = ceil(unfinished / this). JOB_CONCURRENCY x drain target / job seconds (docs/deploy.md)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.worker_backlog_per_instance >= 1
+    error_message = "worker_backlog_per_instance must be at least 1."
+  }
+}
+
+variable "metrics_sidecar_image" {
+  description = "Google's Managed Service for Prometheus sidecar for Cloud Run, which scrapes the worker's /metrics in \"backlog\" mode."
+  type        = string
+  default     = "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.2.0"
+
+  validation {
+    condition     = can(regex("^[a-z0-9.-]+/.+(:[A-Za-z0-9_.-]+|@sha256:[a-f0-9]{64})$", var.metrics_sidecar_image))
+    error_message = "metrics_sidecar_image must be a full image reference with a tag or digest."
+  }
+}
+
+variable "autoscaler_image" {
+  description = "Google's pre-built CREMA (Cloud Run External Metrics Autoscaling) image, deployed as the autoscaler service in \"backlog\" mode."
+  type        = string
+  default     = "us-central1-docker.pkg.dev/cloud-run-oss-images/crema-v1/autoscaler:1.0"
+
+  validation {
+    condition     = can(regex("^[a-z0-9.-]+/.+(:[A-Za-z0-9_.-]+|@sha256:[a-f0-9]{64})$", var.autoscaler_image))
+    error_message = "autoscaler_image must be a full image reference with a tag or digest."
+  }
+}
+
+variable "autoscaler_base_image" {
+  description = "Base image the CREMA image runs on (it is built FROM scratch for Cloud Run's automatic base image updates); Google's guide uses us-central1's java25 runtime (the service's own region is better where Cloud Run offers it there)."
+  type        = string
+  default     = "us-central1-docker.pkg.dev/serverless-runtimes/google-24/runtimes/java25"
+
+  validation {
+    condition     = can(regex("^[a-z0-9-]+-docker\\.pkg\\.dev/serverless-runtimes/.+/runtimes/java[0-9]+$", var.autoscaler_base_image))
+    error_message = "autoscaler_base_image must be a Cloud Run serverless-runtimes Java base image."
   }
 }
 

@@ -1,6 +1,8 @@
-# The worker: a Cloud Run v2 *service* (not a worker pool) because Cloud Run probes /healthz only
-# on services, and Terraform support for worker pools is newer; ingress is internal-only and
-# nobody is granted run.invoker, so the HTTP port serves the probes and nothing else.
+# The worker: a Cloud Run *worker pool* (pull-based: no endpoint, no ingress, nothing to invoke),
+# CPU always allocated (a pool's instances are billed and run for their whole life), probed on
+# /healthz so a wedged worker is restarted. How many instances run is set by
+# var.worker_autoscaling: "fixed" pins var.worker_min_instances here; "backlog" leaves the count
+# to the autoscaler in autoscaling.tf, which scales on the queue backlog.
 resource "google_artifact_registry_repository" "images" {
   #checkov:skip=CKV_GCP_84:Google-managed encryption is accepted for container images (no customer data inside).
   repository_id = "${var.name_prefix}-images"
@@ -10,22 +12,24 @@ resource "google_artifact_registry_repository" "images" {
   depends_on = [google_project_service.enabled]
 }
 
-resource "google_cloud_run_v2_service" "worker" {
+resource "google_cloud_run_v2_worker_pool" "worker" {
   name                = "${var.name_prefix}-worker"
   location            = var.region
-  ingress             = "INGRESS_TRAFFIC_INTERNAL_ONLY"
   deletion_protection = var.deletion_protection
+
+  # Fixed mode: Terraform owns the count. Backlog mode: no block, so Terraform never resets the
+  # count the autoscaler set (scaling is computed when absent from the configuration).
+  dynamic "scaling" {
+    for_each = local.backlog_scaling ? [] : [var.worker_min_instances]
+    content {
+      scaling_mode          = "MANUAL"
+      manual_instance_count = scaling.value
+    }
+  }
 
   template {
     labels          = { secrets-revision = var.secrets_revision }
     service_account = google_service_account.worker.email
-    # Pulls queued work, never waits on requests: keep the instance count explicit.
-    max_instance_request_concurrency = 1
-
-    scaling {
-      min_instance_count = var.worker_min_instances
-      max_instance_count = var.worker_max_instances
-    }
 
     vpc_access {
       network_interfaces {
@@ -36,20 +40,14 @@ resource "google_cloud_run_v2_service" "worker" {
     }
 
     containers {
+      name  = "worker"
       image = var.worker_image
-
-      ports {
-        container_port = 8080 # Cloud Run sets PORT from this
-      }
 
       resources {
         limits = {
           cpu    = tostring(var.worker_cpu)
           memory = var.worker_memory
         }
-        # CPU always allocated: the worker renews BullMQ locks and pulls jobs between requests.
-        cpu_idle          = false
-        startup_cpu_boost = true
       }
 
       dynamic "env" {
@@ -78,10 +76,12 @@ resource "google_cloud_run_v2_service" "worker" {
         mount_path = local.redis_ca_dir
       }
 
+      # PORT is not set on a worker pool: the worker's default (8080) serves /healthz and the
+      # /metrics the sidecar below scrapes.
       startup_probe {
         http_get {
           path = "/healthz"
-          port = 8080
+          port = local.worker_port
         }
         initial_delay_seconds = 2
         period_seconds        = 3
@@ -92,11 +92,23 @@ resource "google_cloud_run_v2_service" "worker" {
       liveness_probe {
         http_get {
           path = "/healthz"
-          port = 8080
+          port = local.worker_port
         }
         period_seconds    = 15
         timeout_seconds   = 3
         failure_threshold = 4
+      }
+    }
+
+    # Backlog mode: Google's Managed Service for Prometheus sidecar scrapes the worker's
+    # /metrics (its default RunMonitoring: port 8080, path /metrics) into Cloud Monitoring, where
+    # the autoscaler queries heavylift_queue_depth with PromQL.
+    dynamic "containers" {
+      for_each = local.backlog_scaling ? [var.metrics_sidecar_image] : []
+      content {
+        name       = "metrics"
+        image      = containers.value
+        depends_on = ["worker"]
       }
     }
 
