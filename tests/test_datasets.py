@@ -471,6 +471,8 @@ def api_error(code: int, message: str, reason: str | None = None) -> gexc.Google
     # Transient: the service failed; a later retry may work.
     (gexc.Forbidden("Exceeded rate limits", errors=[{"reason": "rateLimitExceeded"}]),
      SourceUnavailableError),
+    (gexc.Forbidden("Quota exceeded: Your project exceeded quota for concurrent queries",
+                    errors=[{"reason": "quotaExceeded"}]), SourceUnavailableError),
     (api_error(400, "The job encountered an internal error", "jobInternalError"),
      SourceUnavailableError),
     (gexc.TooManyRequests("slow down"), SourceUnavailableError),

@@ -1,7 +1,8 @@
 """What a BigQuery failure means for a sync: permanent (no retry can fix it) or transient.
 
 Transient means the service, not the request, failed: 5xx, 429, 408, gRPC ABORTED / CANCELLED,
-a rate-limit or backend reason on a 400 / 403, timeouts and connection errors (`is_transient`).
+a rate-limit, quota or backend reason on a 400 / 403, timeouts and connection errors
+(`is_transient`).
 Every call retries those itself (capped exponential backoff with jitter, within BQ_TIMEOUT_S:
 see clients.py); what is still failing after that surfaces here as SourceUnavailableError.
 Anything else is a property of the request or of our state, and retrying it gives the same
@@ -52,10 +53,12 @@ class SourceUnavailableError(SourceError):
 
 
 # Error reasons (on 400 / 403 answers and failed jobs) that say the service, not the request,
-# failed: those google-cloud-bigquery's own DEFAULT_RETRY and DEFAULT_JOB_RETRY retry.
+# failed: those google-cloud-bigquery's own DEFAULT_RETRY and DEFAULT_JOB_RETRY retry, and
+# quotaExceeded (a 403 that is not about permissions: concurrent-query and per-table update
+# quotas free up within minutes, and a daily one by the next attempts' backoff at worst).
 TRANSIENT_REASONS = frozenset({
     "rateLimitExceeded", "backendError", "internalError", "badGateway",
-    "jobRateLimitExceeded", "jobBackendError", "jobInternalError",
+    "jobRateLimitExceeded", "jobBackendError", "jobInternalError", "quotaExceeded",
 })
 
 _TRANSIENT_TYPES = (
