@@ -138,9 +138,9 @@ class CpuPool:
             sender.close()
 
     async def _blame(self, executor: ProcessPoolExecutor, pid: int | None) -> None:
-        """A broken pool: raise PoolMemoryError if this task's process died of memory,
-        _CaughtInBrokenPool if another's death took this task down; return for any other
-        crash (the caller re-raises BrokenProcessPool). `kill`'s victims are no one's fault."""
+        """A broken pool: raise PoolMemoryError if this task's process died of memory, else
+        _CaughtInBrokenPool (the task runs once more on a fresh pool). `kill`'s victims are
+        no one's fault: return, and the caller re-raises BrokenProcessPool."""
         if executor in self._killed:
             return
         if executor not in self._broken:
@@ -151,10 +151,12 @@ class CpuPool:
         if process is None:  # queued, not started: nothing of it ran
             raise _CaughtInBrokenPool("the pool broke before this task started")
         await asyncio.to_thread(process.join, 5.0)
-        if process.exitcode == -signal.SIGTERM:  # terminated because a sibling died
-            raise _CaughtInBrokenPool("another process of the pool died")
         if process.exitcode in _OUT_OF_MEMORY_SIGNALS:
             raise PoolMemoryError(self.memory_mb)
+        # Terminated because a sibling died, or not gone yet within the join (a loaded machine):
+        # not known to be this task's fault, so it runs once more; a task whose own process
+        # crashes again is then reported as the BrokenProcessPool it is.
+        raise _CaughtInBrokenPool("another process of the pool died")
 
     def _stop(self, executor: ProcessPoolExecutor, pid: int | None) -> None:
         """Kill the process running a task whose job no longer wants it, so its CPU is free at
