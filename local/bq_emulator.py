@@ -9,6 +9,10 @@ BQ_STORAGE_EMULATOR_HOST=127.0.0.1:<grpc-port> (the Storage Read API, plain gRPC
 bqemulator refuses to start when DuckDB cannot `INSTALL spatial`, which downloads the extension:
 offline that always fails. We patch that load (`DuckDBEngine._load_spatial`) to be best-effort
 before starting; only GEOGRAPHY functions are missing then, which heavylift does not use.
+
+bqemulator also serves every read stream from its first row, whatever `ReadRowsRequest.offset`
+says; BigQuery starts at that row (how a client resumes a stream: distributed syncs do). We make
+ReadRows honour the offset (`_stream_offsets`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from contextlib import nullcontext
@@ -123,11 +128,37 @@ def _spatial_best_effort() -> None:
     engine.DuckDBEngine._load_spatial = best_effort  # type: ignore[method-assign]
 
 
+def _stream_offsets() -> None:
+    from collections.abc import Iterator
+    from typing import Any
+
+    import pyarrow as pa
+    from bqemulator.grpc_api import read_servicer
+    from google.cloud.bigquery_storage_v1 import types
+
+    whole_stream = read_servicer.get_stream_data  # type: ignore[attr-defined]
+    handle_read_rows = read_servicer.BigQueryReadHandler._handle_read_rows
+    request = threading.local()  # each ReadRows runs in one gRPC thread
+
+    def from_offset(session_name: str, stream_name: str) -> pa.Table | None:
+        data = whole_stream(session_name, stream_name)
+        offset = getattr(request, "offset", 0)
+        return data.slice(offset) if data is not None and offset else data
+
+    def read_rows(self: Any, request_bytes: bytes, context: Any) -> Iterator[bytes]:
+        request.offset = types.ReadRowsRequest.deserialize(request_bytes).offset
+        yield from handle_read_rows(self, request_bytes, context)
+
+    read_servicer.get_stream_data = from_offset  # type: ignore[attr-defined]
+    read_servicer.BigQueryReadHandler._handle_read_rows = read_rows  # type: ignore[method-assign]
+
+
 def serve(port: int, grpc_port: int, project: str, data_dir: Path | None) -> None:
     from bqemulator.config import LogLevel, PersistenceMode, Settings
     from bqemulator.server import run_forever
 
     _spatial_best_effort()
+    _stream_offsets()
     settings = Settings(
         rest_host="127.0.0.1", rest_port=port, grpc_host="127.0.0.1", grpc_port=grpc_port,
         default_project_id=project,

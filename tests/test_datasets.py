@@ -213,6 +213,7 @@ def test_at_threshold_the_sync_is_queued_with_its_plan(
     assert isinstance(answer, service.SyncQueued)
     assert (answer.totalCount, answer.chunkSize) == (total, 1000)
     assert answer.plannedChunks == service.plan(spec, total).chunkCount == -(-total // 1000)
+    assert answer.plannedStreams == 1  # below SYNC_DISTRIBUTE_ROWS: one job reads it
     detail = queues.run(lambda q: q.detail(QueueName.DATASETS, answer.jobId))
     assert detail.state == "waiting" and detail.name == "sync"
     assert detail.data["datasetId"] == DATASET and detail.data["totalCount"] == total

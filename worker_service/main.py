@@ -19,7 +19,8 @@ from heavylift.runtime.context import Registry, registry_of
 from heavylift.runtime.runner import WorkerRuntime
 from heavylift.settings import SettingsError, load_settings
 
-REGISTRY = registry_of([*diagnostics.KINDS, document_job.KIND, dataset_job.KIND])
+REGISTRY = registry_of([*diagnostics.KINDS, document_job.KIND, dataset_job.KIND,
+                        dataset_job.SLICE_KIND])
 
 app = typer.Typer(add_completion=False)
 

@@ -95,6 +95,8 @@ locals {
     BQ_RETRY_MAX_DELAY_S = "10"
     BQ_QUERY_TIMEOUT_S   = "1800"
     SYNC_THRESHOLD       = tostring(var.sync_threshold)
+    SYNC_DISTRIBUTE_ROWS = tostring(var.sync_distribute_rows)
+    SYNC_MAX_STREAMS     = tostring(var.sync_max_streams)
     SYNC_MAX_RANGE_DAYS  = "731"
     SYNC_FORMAT          = "parquet"
     CHUNK_SIZE           = "50000"

@@ -445,6 +445,28 @@ variable "sync_threshold" {
   }
 }
 
+variable "sync_distribute_rows" {
+  description = "SYNC_DISTRIBUTE_ROWS: queued syncs of at least this many rows run as a BullMQ flow, one child job per read stream, spread over every worker instance."
+  type        = number
+  default     = 2000000
+
+  validation {
+    condition     = var.sync_distribute_rows >= 1
+    error_message = "sync_distribute_rows must be at least 1."
+  }
+}
+
+variable "sync_max_streams" {
+  description = "SYNC_MAX_STREAMS: read streams (child jobs) of one distributed sync at most; size it to worker_max_instances x JOB_CONCURRENCY."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.sync_max_streams >= 1 && var.sync_max_streams <= 100
+    error_message = "sync_max_streams must be between 1 and 100."
+  }
+}
+
 variable "bigquery_source_project" {
   description = "Project of the BigQuery source dataset; null means project_id."
   type        = string

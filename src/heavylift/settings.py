@@ -33,6 +33,8 @@ PositiveMs = Annotated[int, Field(gt=0)]
 MIN_CHUNK_SIZE = 1_000
 MAX_CHUNK_SIZE = 200_000
 MAX_CHUNK_DELAY_MS = 10_000
+# Read streams (child jobs) of one distributed sync at most.
+MAX_SYNC_STREAMS = 100
 # BigQuery identifiers we accept (checked again where SQL is built: they are quoted, never trusted).
 BQ_PROJECT_PATTERN = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
 BQ_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
@@ -220,6 +222,14 @@ class Settings(BaseSettings):
     )
     chunk_delay_ms: int = Field(
         0, ge=0, le=MAX_CHUNK_DELAY_MS, description="Pause between chunks."
+    )
+    sync_distribute_rows: int = Field(
+        2_000_000, ge=1, description="Queued syncs of at least this many rows run as a flow: one"
+        " child job per read stream, spread over every worker (datasets.flow).",
+    )
+    sync_max_streams: int = Field(
+        8, ge=1, le=MAX_SYNC_STREAMS, description="Read streams (child jobs) of a distributed"
+        " sync at most; BigQuery may give fewer.",
     )
     sync_max_range_days: int = Field(
         731, ge=1, le=36_600, description="Longest startDate..endDate range a sync accepts.",

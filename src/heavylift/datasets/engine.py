@@ -11,6 +11,10 @@ from that chunk on are written again: the parts always hold one read's rows, eac
 An attempt that finds the table gone starts over. A part written just before a crash but not yet
 in the checkpoint is simply written again under the same name.
 
+A distributed sync (SyncSpec.streams > 1) plans here too: `_begin` also splits the read into
+slices (`source.plan_slices`), the children copy them (`datasets.slices`), and `finish` merges
+their records into the manifest.
+
 Every step can run again after a crash: the query replaces the result table (one left by an
 attempt that died before its checkpoint), parts and checkpoints are whole-object puts under
 fixed names, and finishing deletes the checkpoint and the table even if the manifest was saved.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from contextlib import closing
 from typing import Literal
@@ -36,6 +41,7 @@ from heavylift.datasets.sink import (
     FieldInfo,
     PartSink,
     RunInfo,
+    SliceState,
     SyncManifest,
     Timings,
     digest,
@@ -47,6 +53,7 @@ from heavylift.datasets.source import (
     drop_result,
     find_result,
     materialize,
+    plan_slices,
     read_chunks,
     result_table_ref,
 )
@@ -93,6 +100,15 @@ class DatasetSync:
         return self._state.chunk_count
 
     @property
+    def plan(self) -> SyncManifest:
+        """The checkpoint (or the manifest, once done): a distributed sync's slices are in it."""
+        return self._state
+
+    @property
+    def completed(self) -> bool:
+        return self._state.status == "COMPLETED"
+
+    @property
     def total_rows(self) -> int:
         return self._state.totalRows
 
@@ -104,11 +120,11 @@ class DatasetSync:
 
     def start(self, attempt: int) -> int:
         """Resume or begin; returns the first chunk left to write (chunk_count when done)."""
-        done = self.sink.load(MANIFEST)
+        done = self.sink.load(MANIFEST, SyncManifest)
         if done is not None and done.status == "COMPLETED":
             self.manifest = done
             return done.chunk_count
-        checkpoint = self.sink.load(CHECKPOINT)
+        checkpoint = self.sink.load(CHECKPOINT, SyncManifest)
         if checkpoint is not None:
             self._result = find_result(self.clients, result_table_ref(self.clients, self.sync_id))
         if checkpoint is None or self._result is None:
@@ -132,6 +148,10 @@ class DatasetSync:
             schema_=[FieldInfo(name=f.name, type=f.field_type, mode=f.mode) for f in result.schema],
             timings=Timings(startedAt=started, materializeMs=now_ms() - started),
         )
+        if self.spec.streams > 1:
+            manifest.slices, manifest.arrowSchema = plan_slices(
+                self.clients, result, self.spec.streams, self.spec.chunkSize)
+            manifest.planId = uuid.uuid4().hex[:8]
         self.sink.save(CHECKPOINT, manifest)
         return manifest
 
@@ -210,13 +230,33 @@ class DatasetSync:
         if self.manifest is not None:
             self.sink.save(MANIFEST, self.manifest.model_copy(update={"status": "CANCELLED"}))
 
+    def merge_slices(self) -> None:
+        """A distributed sync's parts, slice by slice, from its children's records; raises if a
+        slice is unfinished or the rows do not add up to the result table's."""
+        state = self._state
+        records = [self.sink.load(self.sink.slice_name(part.index), SliceState)
+                   for part in state.slices]
+        unfinished = [part.index for part, record in zip(state.slices, records, strict=True)
+                      if record is None or not record.done]
+        if unfinished:
+            raise RuntimeError(f"slices {unfinished} of sync {self.sync_id} are not finished")
+        state.parts = [part for record in records if record for part in record.parts]
+        state.rowsWritten = sum(part.rows for part in state.parts)
+        if state.rowsWritten != state.totalRows:
+            raise RuntimeError(f"sync {self.sync_id}: its slices hold {state.rowsWritten} rows, "
+                               f"the result table {state.totalRows}")
+
     def finish(self) -> SyncResult:
         state = self._state
         if state.status != "COMPLETED":
+            if state.slices:
+                self.merge_slices()
             state.status = "COMPLETED"
             state.timings.finishedAt = now_ms()
             self.sink.save(MANIFEST, state)
         # Also when an earlier attempt saved the manifest and died before cleaning up.
+        for part in state.slices:
+            self.sink.delete(self.sink.slice_name(part.index))
         self.sink.delete(CHECKPOINT)
         drop_result(self.clients, result_table_ref(self.clients, self.sync_id))
         return SyncResult(

@@ -27,6 +27,7 @@ from heavylift.settings import (
     BQ_NAME_PATTERN,
     MAX_CHUNK_DELAY_MS,
     MAX_CHUNK_SIZE,
+    MAX_SYNC_STREAMS,
     MIN_CHUNK_SIZE,
     Settings,
 )
@@ -84,6 +85,9 @@ class SyncSpec(SyncRequest):
     chunkSize: StrictInt = Field(ge=MIN_CHUNK_SIZE, le=MAX_CHUNK_SIZE)
     chunkDelayMs: StrictInt = Field(ge=0, le=MAX_CHUNK_DELAY_MS)
     format: SinkFormat
+    # Read streams at most: 1 reads in this job; more makes the job a flow (datasets.flow).
+    # Chosen when queued (SYNC_DISTRIBUTE_ROWS), so every attempt runs the same way.
+    streams: StrictInt = Field(1, ge=1, le=MAX_SYNC_STREAMS)
     # Whose sync: set from the key (never from the body), it scopes the job's status route.
     tenant: str = DEFAULT_TENANT
 

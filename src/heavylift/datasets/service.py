@@ -59,6 +59,8 @@ class SyncQueued(BaseModel):
     totalCount: int
     chunkSize: int
     plannedChunks: int
+    # 1: one job reads it; more: a flow of up to that many child jobs (SYNC_DISTRIBUTE_ROWS).
+    plannedStreams: int
 
 
 def plan(spec: SyncSpec, total: int) -> SyncPlan:
@@ -82,4 +84,5 @@ def start_sync(
     return SyncQueued(
         jobId=job_id, totalCount=total, chunkSize=planned.chunkSize,
         plannedChunks=planned.chunkCount,
+        plannedStreams=job.planned_streams(resources.settings, total),
     )

@@ -5,6 +5,10 @@ Each part is encoded in memory (a few MB: one chunk, compressed), hashed, then s
 as `checkpoint.json` after every part while the sync runs; that is what a resumed attempt reads.
 When the last part is in, it is saved as `manifest.json` (status COMPLETED) and the checkpoint is
 removed. Memory is one chunk and its encoding.
+
+A distributed sync (`datasets.flow`) reads its result table in slices, one child job each: slice
+k's parts are `part-s<k>-<n>.<ext>`, its own record `slices/s<k>.json` (`SliceState`), and the
+checkpoint lists the slices (`SliceInfo`); the manifest lists every part, slice by slice.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 import time
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,6 +32,7 @@ from heavylift.storage import ObjectNotFoundError, ObjectStore
 
 CHECKPOINT = "checkpoint.json"
 MANIFEST = "manifest.json"
+SLICES = "slices"
 _EXTENSIONS: dict[SinkFormat, str] = {"parquet": "parquet", "ndjson": "ndjson"}
 _CONTENT_TYPES: dict[SinkFormat, str] = {
     "parquet": "application/vnd.apache.parquet",
@@ -46,7 +51,8 @@ class FieldInfo(BaseModel):
 
 
 class PartInfo(BaseModel):
-    index: int
+    index: int  # in its slice, for a distributed sync
+    slice: int | None = None
     key: str
     rows: int
     bytes: int
@@ -74,6 +80,27 @@ class Timings(BaseModel):
     writeMs: int = 0  # storing parts and checkpoints
 
 
+class SliceInfo(BaseModel):
+    """One child's share of a distributed sync: a Storage Read API stream of the plan's read
+    session (rows unknown until read), or REST rows [start, end) of the result table."""
+
+    index: int
+    stream: str | None = None
+    start: int = 0
+    end: int | None = None
+
+
+class SliceState(BaseModel):
+    """A slice's record (`slices/s<k>.json`), saved after every part: a resumed child reads
+    its stream again from `rowsWritten` (BigQuery's stream offset), so no part is written twice."""
+
+    slice: int
+    rowsWritten: int = 0
+    parts: list[PartInfo] = []
+    done: bool = False
+    runs: list[RunInfo] = []
+
+
 class SyncManifest(BaseModel):
     """The sync's record: the checkpoint while it runs, `manifest.json` once COMPLETED."""
 
@@ -91,10 +118,18 @@ class SyncManifest(BaseModel):
     parts: list[PartInfo] = []
     runs: list[RunInfo] = []
     timings: Timings
+    # A distributed sync's plan: its id names the child jobs (a new plan, new children), the
+    # slices, and the read session's Arrow schema (base64) that the children decode with.
+    planId: str | None = None
+    slices: list[SliceInfo] = []
+    arrowSchema: str | None = None
 
     @property
     def chunk_count(self) -> int:
         return -(-self.totalRows // self.chunkSize)
+
+
+Record = TypeVar("Record", bound=BaseModel)
 
 
 class PartSink:
@@ -108,30 +143,37 @@ class PartSink:
     def key(self, name: str) -> str:
         return f"{self.prefix}/{name}"
 
-    def part_key(self, index: int) -> str:
-        return self.key(f"part-{index:05d}.{_EXTENSIONS[self.format]}")
+    def part_key(self, index: int, slice_: int | None = None) -> str:
+        sliced = "" if slice_ is None else f"s{slice_:03d}-"
+        return self.key(f"part-{sliced}{index:05d}.{_EXTENSIONS[self.format]}")
+
+    @staticmethod
+    def slice_name(index: int) -> str:
+        return f"{SLICES}/s{index:03d}.json"
 
     def encode(self, table: pa.Table) -> bytes:
         """A part's bytes, in memory (a few MB: one chunk, compressed): hashed and uploaded from
         there, with no temp file written and read back. The same table gives the same bytes."""
         return _ENCODERS[self.format](table)
 
-    def write_part(self, index: int, data: bytes, rows: int) -> PartInfo:
+    def write_part(
+        self, index: int, data: bytes, rows: int, slice_: int | None = None
+    ) -> PartInfo:
         info = self.store.put_bytes(
-            self.part_key(index), data, content_type=_CONTENT_TYPES[self.format]
+            self.part_key(index, slice_), data, content_type=_CONTENT_TYPES[self.format]
         )
-        return PartInfo(index=index, key=info.key, rows=rows, bytes=info.size,
+        return PartInfo(index=index, slice=slice_, key=info.key, rows=rows, bytes=info.size,
                         sha256=digest(data), writtenAt=now_ms())
 
-    def load(self, name: str) -> SyncManifest | None:
+    def load(self, name: str, model: type[Record]) -> Record | None:
         try:
             with self.store.open_read(self.key(name)) as stream:
-                return SyncManifest.model_validate_json(stream.read())
+                return model.model_validate_json(stream.read())
         except ObjectNotFoundError:
             return None
 
-    def save(self, name: str, manifest: SyncManifest) -> str:
-        data = manifest.model_dump_json(by_alias=True, indent=1).encode()
+    def save(self, name: str, record: BaseModel) -> str:
+        data = record.model_dump_json(by_alias=True, indent=1).encode()
         return self.store.put_bytes(self.key(name), data).key
 
     def delete(self, name: str) -> None:

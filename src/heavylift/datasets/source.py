@@ -12,6 +12,11 @@ in the order a read of that fixed table delivers them:
 - REST otherwise: `tabledata.list` pages from the chunk's first row, which is positional in the
   table's storage order; a resumed attempt starts at its first unwritten chunk.
 
+A distributed sync (`datasets.flow`) reads in slices instead: the streams of one read session
+of up to SYNC_MAX_STREAMS streams (`plan_slices`), each read by one child from its offset
+(`read_slice`: a stream's rows and their order are fixed for the session's life, so an offset
+resumes exactly), or REST row ranges.
+
 No row numbers are added to the result: ROW_NUMBER() OVER () doubled the query's time on the
 emulator, and on BigQuery it runs on a single slot (it fails with "resources exceeded" at scale).
 
@@ -24,6 +29,7 @@ BQ_CALL_TIMEOUT_S): nothing waits forever. All functions block: the worker calls
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import time
@@ -40,6 +46,7 @@ from heavylift.datasets.chunking import rechunk
 from heavylift.datasets.clients import BigQueryClients
 from heavylift.datasets.errors import SourceUnavailableError, bigquery_errors
 from heavylift.datasets.request import SyncSpec
+from heavylift.datasets.sink import SliceInfo
 from heavylift.datasets.sql import (
     TableRef,
     count_sql,
@@ -162,34 +169,86 @@ def read_chunks(
     an Arrow table without metadata; raises if the table yields fewer rows than it holds."""
     storage = clients.storage
     start = 0 if storage is not None else first
-    chunks = (_stream_chunks(storage, clients, result, size) if storage is not None
-              else _rest_chunks(clients, result, start * size, size))
-    rows = start * size
-    for index, table in enumerate(chunks, start=start):
+    if storage is not None:
+        with bigquery_errors(f"read {result.ref.table_id}"):
+            session = _session(storage, clients, result, streams=1)
+        chunks = _stream_chunks(clients, result, session.streams[0].name,
+                                session_schema(session), 0, size)
+    else:
+        chunks = _rest_chunks(clients, result, start * size, result.rows, size)
+    yield from _counted(chunks, start, start * size, result.rows, result.ref.table_id)
+
+
+def plan_slices(
+    clients: BigQueryClients, result: ResultTable, slices: int, size: int
+) -> tuple[list[SliceInfo], str | None]:
+    """Up to `slices` slices of the result table and, for Storage reads, the session's Arrow
+    schema (base64): one read session with that many streams at most (BigQuery may give fewer),
+    or REST row ranges of whole chunks."""
+    storage = clients.storage
+    if storage is not None:
+        with bigquery_errors(f"plan the read of {result.ref.table_id}"):
+            session = _session(storage, clients, result, streams=slices)
+        schema = base64.b64encode(session.arrow_schema.serialized_schema).decode()
+        return [SliceInfo(index=k, stream=stream.name)
+                for k, stream in enumerate(session.streams)], schema
+    chunks = -(-result.rows // size)
+    per_slice = max(1, -(-chunks // max(1, min(slices, chunks))))
+    ranges = range(0, result.rows, per_slice * size)
+    return [SliceInfo(index=k, start=start, end=min(result.rows, start + per_slice * size))
+            for k, start in enumerate(ranges)], None
+
+
+def read_slice(
+    clients: BigQueryClients, result: ResultTable, part: SliceInfo, schema: str | None,
+    offset: int, size: int,
+) -> Chunks:
+    """(index in the slice, chunk) from row `offset` of the slice on (a multiple of `size`);
+    a REST slice that yields fewer rows than its range raises."""
+    if part.stream is not None:
+        if schema is None:
+            raise SourceUnavailableError(f"slice {part.index}: the plan has no Arrow schema")
+        arrow_schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(schema)))
+        yield from enumerate(_stream_chunks(clients, result, part.stream, arrow_schema, offset,
+                                            size), start=offset // size)
+        return
+    end = result.rows if part.end is None else part.end
+    chunks = _rest_chunks(clients, result, part.start + offset, end, size)
+    yield from _counted(chunks, offset // size, part.start + offset, end, result.ref.table_id)
+
+
+def _counted(
+    chunks: Iterable[pa.Table], first: int, rows: int, expected: int, table_id: str
+) -> Chunks:
+    """Number the chunks from `first`; raise if they end before row `expected`."""
+    for index, table in enumerate(chunks, start=first):
         rows += table.num_rows
         yield index, table
-    if rows != result.rows:
-        raise SourceUnavailableError(
-            f"{result.ref.table_id}: the read ended after {rows} of {result.rows} rows")
+    if rows != expected:
+        raise SourceUnavailableError(f"{table_id}: the read ended after {rows} of {expected} rows")
 
 
 def _stream_chunks(
-    storage: Any, clients: BigQueryClients, result: ResultTable, size: int
+    clients: BigQueryClients, result: ResultTable, stream_name: str, schema: pa.Schema,
+    offset: int, size: int,
 ) -> Iterator[pa.Table]:
-    index = 0  # of the chunk being read
+    """A read stream's rows from `offset` on, in chunks of `size`."""
+    storage = clients.storage
+    if storage is None:
+        raise SourceUnavailableError(f"reading {stream_name} needs the Storage Read API")
+    index = offset // size  # of the chunk being read
 
     def stage() -> str:
         return f"reading chunk {index} of {result.ref.table_id}"
 
     with bigquery_errors(f"read {result.ref.table_id}"):
-        session = _session(storage, clients, result)
         # No timeout: gRPC's is a deadline for the whole stream. The idle deadline bounds each
         # wait for a message instead (and ends the reconnect loop of a stream whose server is
         # gone); closing the generator cancels the stream.
-        stream = storage.read_rows(session.streams[0].name, retry=clients.retry)
+        stream = storage.read_rows(stream_name, offset=offset, retry=clients.retry)
         responses = with_idle_deadline(stream, clients.call_timeout, stage)
         try:
-            for table in rechunk(record_batches(session_schema(session), responses), size):
+            for table in rechunk(record_batches(schema, responses), size):
                 yield _plain(table)
                 index += 1
         finally:
@@ -198,10 +257,10 @@ def _stream_chunks(
 
 
 def _rest_chunks(
-    clients: BigQueryClients, result: ResultTable, start: int, size: int
+    clients: BigQueryClients, result: ResultTable, start: int, end: int, size: int
 ) -> Iterator[pa.Table]:
-    for position in range(start, result.rows, size):
-        count = min(size, result.rows - position)
+    for position in range(start, end, size):
+        count = min(size, end - position)
         with bigquery_errors(f"read rows {position}..{position + count} of {result.ref.table_id}"):
             rows = clients.rest.list_rows(
                 result.ref.table_id, selected_fields=result.schema, start_index=position,
@@ -220,8 +279,9 @@ def _plain(table: pa.Table) -> pa.Table:
     return table.cast(plain).replace_schema_metadata(None)
 
 
-def _session(storage: Any, clients: BigQueryClients, result: ResultTable) -> Any:
-    """An Arrow read session over the whole result table, with one stream: one order."""
+def _session(storage: Any, clients: BigQueryClients, result: ResultTable, streams: int) -> Any:
+    """An Arrow read session over the whole result table with up to `streams` streams (one
+    stream: one order)."""
     from google.cloud.bigquery_storage_v1 import types
 
     session = storage.create_read_session(
@@ -230,7 +290,7 @@ def _session(storage: Any, clients: BigQueryClients, result: ResultTable) -> Any
             table=result.ref.storage_path, data_format=types.DataFormat.ARROW,
             read_options=types.ReadSession.TableReadOptions(selected_fields=result.columns),
         ),
-        max_stream_count=1,
+        max_stream_count=streams,
         retry=clients.retry,
         timeout=clients.call_timeout,
     )

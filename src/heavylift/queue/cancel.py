@@ -1,6 +1,7 @@
 """Cancelling a job wherever it is (issue 15).
 
-A job no worker holds (waiting, prioritized, paused, delayed) is failed on the spot by one Lua
+A job no worker holds (waiting, prioritized, paused, delayed, or a flow's parent waiting for its
+children, whose children are then cancelled too) is failed on the spot by one Lua
 script (`FAIL_UNTAKEN`), atomically with taking it out of its list or set, so no worker can take
 it meanwhile: it never runs. A job a worker holds (active) can only be stopped by that worker:
 BullMQ's lock token is the worker's, and bullmq-py's own `Worker.cancelJob` only reaches the
@@ -48,7 +49,7 @@ def parse_message(data: str | bytes) -> tuple[str, str]:
     return queue, job_id
 
 
-# KEYS: job hash, its lock, wait, paused, prioritized, delayed, failed, events.
+# KEYS: job hash, its lock, wait, paused, prioritized, delayed, failed, events, waiting-children.
 # ARGV: job id, now (ms), reason. Returns the state the job was taken from, or false when no
 # worker-free list or set holds it (it is active, finished or gone). The fields and the event
 # are the ones BullMQ's moveToFinished writes for a failure (attemptsMade stays: it never ran).
@@ -63,6 +64,7 @@ if redis.call("LREM", KEYS[3], 0, id) > 0 then from = "wait"
 elseif redis.call("LREM", KEYS[4], 0, id) > 0 then from = "paused"
 elseif redis.call("ZREM", KEYS[5], id) > 0 then from = "prioritized"
 elseif redis.call("ZREM", KEYS[6], id) > 0 then from = "delayed"
+elseif redis.call("ZREM", KEYS[9], id) > 0 then from = "waiting-children"
 else return false end
 redis.call("HSET", KEYS[1], "failedReason", ARGV[3], "finishedOn", ARGV[2])
 redis.call("ZADD", KEYS[7], ARGV[2], id)

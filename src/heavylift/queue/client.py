@@ -5,6 +5,7 @@ connection) per queue name, created on first use and reused.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -30,7 +31,7 @@ log = logging.getLogger("heavylift.queue")
 # bullmq's own state names behind each user-facing state.
 _BULL_STATES: dict[JobState, tuple[str, ...]] = {
     "waiting": ("waiting", "prioritized", "paused"),
-    "active": ("active",),
+    "active": ("active", "waiting-children"),  # a flow's parent: its children run
     "completed": ("completed",),
     "failed": ("failed",),
     "delayed": ("delayed",),
@@ -155,9 +156,15 @@ class Queues:
         data: dict[str, Any],
         priority: Priority,
         job_id: str | None = None,
+        parent_id: str | None = None,
     ) -> str:
-        """Enqueue one job; with `job_id`, adding the same id twice keeps the first job."""
+        """Enqueue one job; with `job_id`, adding the same id twice keeps the first job. With
+        `parent_id`, as a child of that job of the same queue (a BullMQ flow): the parent waits
+        for it, and its failure wakes the parent (`continueParentOnFailure`)."""
         opts = job_options(self.settings, priority, job_id)
+        if parent_id is not None:
+            opts["parent"] = {"id": parent_id, "queue": self.bull(name).qualifiedName}
+            opts["continueParentOnFailure"] = True
         job = await self.bull(name).add(job_name, data, opts)
         # DEBUG here: a log line costs a third of an enqueue (bench/queue.py). Producers log
         # "queued" once per request at INFO (documents.intake).
@@ -304,7 +311,7 @@ class Queues:
             raise JobStateError(f"job {job_id} already {record.state}") from None
         if state in ("completed", "failed"):
             raise JobStateError(f"job {job_id} already {state}")
-        if state != "active" and await self._fail_untaken(name, job_id):
+        if await self._fail_untaken(name, job_id):  # no worker holds it (the script checks)
             return await self.view(name, job_id)
         # Active, or taken by a worker since we looked: the holder stops it.
         key = cancel.mark_key(self.settings.queue_prefix, str(name), job_id)
@@ -322,11 +329,18 @@ class Queues:
         keys = queue.keys
         job_key = f"{keys['']}{job_id}"
         taken_from = await self.redis.eval(
-            cancel.FAIL_UNTAKEN, 8, job_key, f"{job_key}:lock", keys["wait"], keys["paused"],
+            cancel.FAIL_UNTAKEN, 9, job_key, f"{job_key}:lock", keys["wait"], keys["paused"],
             keys["prioritized"], keys["delayed"], keys["failed"], keys["events"],
-            job_id, int(time.time() * 1000), cancel.CANCELLED_REASON)
+            keys["waiting-children"], job_id, int(time.time() * 1000), cancel.CANCELLED_REASON)
         if not taken_from:
             return False
+        if taken_from == "waiting-children":  # a flow's parent: its unfinished children too
+            # Let go of them first, so their cancellations do not record child failures on it.
+            children = await self.redis.smembers(f"{job_key}:dependencies")
+            await self.redis.delete(f"{job_key}:dependencies")
+            for child_key in children:
+                with contextlib.suppress(JobNotFoundError, JobStateError):
+                    await self.cancel(name, str(child_key).removeprefix(keys[""]))
         job = await queue.getJob(job_id)
         record = job_detail(job, "failed", str(name))
         await records.save(self.redis, self._record_key(name, job_id), record,

@@ -11,7 +11,7 @@ _STATE_MAP: dict[str, JobState] = {
     "waiting": "waiting",
     "prioritized": "waiting",
     "paused": "waiting",
-    "waiting-children": "waiting",
+    "waiting-children": "active",  # a flow's parent (a distributed sync): its children run
     "active": "active",
     "completed": "completed",
     "failed": "failed",

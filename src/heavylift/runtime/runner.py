@@ -29,7 +29,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from bullmq import Worker
-from bullmq.custom_errors import DelayedError, UnrecoverableError
+from bullmq.custom_errors import DelayedError, UnrecoverableError, WaitingChildrenError
 from tenacity import AsyncRetrying, RetryCallState, stop_after_delay, wait_exponential
 
 from heavylift.logs import log_event
@@ -187,6 +187,10 @@ class WorkerRuntime:
             await self.queues.record_finished(ctx.queue, ctx.job, result=result)
         except DelayedError:
             log.info("job handed back", extra={"event": "handed_back", **fields})
+            raise
+        except WaitingChildrenError:  # a flow's parent: BullMQ runs it again after its children
+            log_event(log, "job waiting for its children", event="waiting_children",
+                      duration=round(time.monotonic() - started, 3), **fields)
             raise
         except Exception as error:
             if ctx.handed_back:  # its CPU work was stopped by the hand-back
