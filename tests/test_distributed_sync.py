@@ -19,6 +19,7 @@ from heavylift.datasets import job, service
 from heavylift.datasets.clients import open_clients
 from heavylift.datasets.engine import DatasetSync
 from heavylift.datasets.request import parse_request
+from heavylift.datasets.sink import CHECKPOINT
 from heavylift.datasets.slices import SliceSync
 from heavylift.datasets.source import result_table_ref
 from heavylift.queue import BlockingQueues, QueueName
@@ -239,3 +240,28 @@ def test_rest_slices_are_row_ranges_of_whole_chunks(
     assert rows.num_rows == expected.num_rows == result.totalRows
     assert checksum(rows) == checksum(expected)
     assert {part.slice for part in manifest.parts} == {0, 1, 2}
+
+
+def test_a_plan_older_than_its_read_session_is_planned_afresh(
+    bq_settings: Settings, bq_resources: Resources
+) -> None:
+    """BigQuery read sessions expire after 6 hours: an attempt after 5.5 h does not hand the
+    children streams that can no longer be read."""
+    spec = parse_request({"datasetId": DATASET, "environment": "production",
+                          "volumeType": "inbound", "jobType": "actuals", "chunkSize": 1000,
+                          **FULL_RANGE}, bq_settings).model_copy(update={"streams": 2})
+    clients, store = bq_resources.bigquery(), bq_resources.store
+    first = DatasetSync(clients, store, spec, "old-plan")
+    first.start(attempt=1)
+    assert all(part.stream for part in first.plan.slices)
+    fresh = DatasetSync(clients, store, spec, "old-plan")
+    fresh.start(attempt=2)
+    assert fresh.plan.planId == first.plan.planId  # young: the same plan, the same streams
+
+    aged = first.plan.model_copy(deep=True)
+    aged.timings.startedAt -= 6 * 3600 * 1000
+    first.sink.save(CHECKPOINT, aged)
+    again = DatasetSync(clients, store, spec, "old-plan")
+    again.start(attempt=3)
+    assert again.plan.planId != first.plan.planId
+    assert [run.attempt for run in again.plan.runs] == [3]

@@ -67,6 +67,16 @@ log = logging.getLogger("heavylift.datasets")
 RELEASE_EVERY = 10
 
 
+# BigQuery read sessions expire 6 hours after they are created; a distributed sync's plan is
+# read by its children only within this age (a retry after it plans the sync afresh).
+READ_SESSION_MAX_AGE_MS = int(5.5 * 3600 * 1000)
+
+
+def _session_expired(plan: SyncManifest) -> bool:
+    return any(part.stream for part in plan.slices) and (
+        now_ms() - plan.timings.startedAt > READ_SESSION_MAX_AGE_MS)
+
+
 class SyncResult(BaseModel):
     """A finished sync: the job's returnvalue and the body of an inline sync."""
 
@@ -125,6 +135,8 @@ class DatasetSync:
             self.manifest = done
             return done.chunk_count
         checkpoint = self.sink.load(CHECKPOINT, SyncManifest)
+        if checkpoint is not None and _session_expired(checkpoint):
+            checkpoint = None  # its streams cannot be read any more: plan afresh
         if checkpoint is not None:
             self._result = find_result(self.clients, result_table_ref(self.clients, self.sync_id))
         if checkpoint is None or self._result is None:
