@@ -85,7 +85,10 @@ def test_a_large_sync_is_spread_over_two_workers(
 ) -> None:
     bq_settings = bq_resources.settings
     # Two slots each, slices of a second or more: neither worker can take all four.
-    workers = [start_worker(**worker_env(bq_settings), JOB_CONCURRENCY="2") for _ in range(2)]
+    # KEEP_COMPLETED=1: finished children soon vanish from Redis; the parent must not add
+    # them again when it wakes.
+    workers = [start_worker(**worker_env(bq_settings), JOB_CONCURRENCY="2", KEEP_COMPLETED="1")
+               for _ in range(2)]
     spec = forecast_spec(bq_settings, chunkDelayMs=250)
     answer = service.start_sync(bq_resources, queues, spec)
     assert isinstance(answer, service.SyncQueued)

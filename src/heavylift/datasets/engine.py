@@ -41,6 +41,7 @@ from heavylift.datasets.sink import (
     FieldInfo,
     PartSink,
     RunInfo,
+    SliceInfo,
     SliceState,
     SyncManifest,
     Timings,
@@ -242,12 +243,20 @@ class DatasetSync:
         if self.manifest is not None:
             self.sink.save(MANIFEST, self.manifest.model_copy(update={"status": "CANCELLED"}))
 
+    def _slice_records(self) -> list[SliceState | None]:
+        return [self.sink.load(self.sink.slice_name(part.index), SliceState)
+                for part in self._state.slices]
+
+    def unfinished_slices(self) -> list[SliceInfo]:
+        """A distributed sync's slices whose child has not recorded them done."""
+        return [part for part, record in zip(self._state.slices, self._slice_records(),
+                                             strict=True) if record is None or not record.done]
+
     def merge_slices(self) -> None:
         """A distributed sync's parts, slice by slice, from its children's records; raises if a
         slice is unfinished or the rows do not add up to the result table's."""
         state = self._state
-        records = [self.sink.load(self.sink.slice_name(part.index), SliceState)
-                   for part in state.slices]
+        records = self._slice_records()
         unfinished = [part.index for part, record in zip(state.slices, records, strict=True)
                       if record is None or not record.done]
         if unfinished:

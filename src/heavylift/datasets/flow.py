@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from heavylift.datasets.copy import copy_chunks, sync_job_errors
 from heavylift.datasets.engine import DatasetSync, SyncResult
 from heavylift.datasets.job import QUEUE, SLICE_KIND
+from heavylift.datasets.sink import SliceInfo
 from heavylift.datasets.slices import PlanMissingError, SliceSync
 from heavylift.queue import Priority, Queues, own_key
 from heavylift.queue.client import JobNotFoundError, JobStateError
@@ -91,11 +92,12 @@ async def _queues(settings: Settings) -> AsyncIterator[Queues]:
 async def run_parent(ctx: JobContext, sync: DatasetSync) -> SyncResult:
     """Plan, add the children and wait for them; once they are done, merge and finish."""
     await asyncio.to_thread(sync.start, ctx.attempt)
-    if not sync.completed:
+    unfinished = [] if sync.completed else await asyncio.to_thread(sync.unfinished_slices)
+    if unfinished:
         async with _queues(ctx.settings) as queues:
             try:
                 await _fail_if_a_child_failed(ctx, queues, sync)
-                await _add_children(ctx, queues, sync)
+                await _add_children(ctx, queues, sync, unfinished)
                 if await ctx.job.moveToWaitingChildren(ctx.token, {}):
                     raise WaitingChildrenError()
             except asyncio.CancelledError:
@@ -115,12 +117,16 @@ def _children(sync: DatasetSync) -> list[str]:
     return [child_id(sync.sync_id, plan.planId or "", part.index) for part in plan.slices]
 
 
-async def _add_children(ctx: JobContext, queues: Queues, sync: DatasetSync) -> None:
-    """One child per slice, the parent's priority; children that failed in an earlier run of
-    the parent (the sync was retried) are retried, resuming."""
+async def _add_children(
+    ctx: JobContext, queues: Queues, sync: DatasetSync, slices: list[SliceInfo]
+) -> None:
+    """A child for each of `slices` (the unfinished ones: a finished slice's child may be gone
+    from Redis, KEEP_COMPLETED), at the parent's priority; children that failed in an earlier
+    run of the parent (the sync was retried) are retried, resuming."""
     plan = sync.plan
     priority = Priority(int(ctx.job.opts.get("priority", Priority.REGULAR)))
-    for part, job_id in zip(plan.slices, _children(sync), strict=True):
+    for part in slices:
+        job_id = child_id(sync.sync_id, plan.planId or "", part.index)
         data = SliceJob(syncId=sync.sync_id, planId=plan.planId or "", slice=part.index,
                         tenant=sync.spec.tenant)
         await queues.add(QUEUE, SLICE_KIND.name, data.model_dump(), priority, job_id=job_id,
