@@ -22,6 +22,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -86,8 +87,11 @@ def launch(
                "--grpc-port", str(grpc_port), "--project", project]
     if data_dir is not None:
         command += ["--data-dir", str(data_dir)]
+    # DuckDB spills to `.tmp/` in the working directory (26 GB while seeding 20M rows): not the
+    # caller's (the repo), but the data dir, the log's dir or the system's temp dir.
+    cwd = data_dir or (log_path.parent if log_path else Path(tempfile.gettempdir()))
     with open(log_path, "ab") if log_path else nullcontext(subprocess.DEVNULL) as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     emulator = BigQueryEmulator(process, port, grpc_port, project)
     try:
         _wait_ready(emulator, timeout_s)
