@@ -114,6 +114,10 @@ def test_a_large_sync_is_spread_over_two_workers(
     # Every worker copied slices; the parent's own run holds no worker while they do.
     slices_by_worker = [len(w.find("completed", jobName="sync-slice")) for w in workers]
     assert sum(slices_by_worker) == STREAMS and min(slices_by_worker) >= 1, slices_by_worker
+    # The request's chunkDelayMs throttles each slice: its parts are written 250 ms apart.
+    gaps = [b.writtenAt - a.writtenAt for a, b in itertools.pairwise(manifest.parts)
+            if a.slice == b.slice]
+    assert len(gaps) == 16 and min(gaps) >= 250, gaps
     assert any(w.find("waiting_children", jobId=job_id) for w in workers)
     # The parent's progress is the children's rows summed: it only moves forward.
     seen = progress_events(bq_settings, queues, job_id)

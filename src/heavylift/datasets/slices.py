@@ -135,6 +135,8 @@ class SliceSync:
         if index != len(state.parts):
             raise RuntimeError(f"slice {self.index}: part {index} out of order "
                                f"({len(state.parts)} written)")
+        if index > state.runs[-1].firstChunk:  # the request's throttle, within the slice
+            time.sleep(int(self.plan.request.get("chunkDelayMs") or 0) / 1000)
         state.parts.append(self.sink.write_part(index, data, rows, self.index))
         state.rowsWritten += rows
         self.sink.save(self.sink.slice_name(self.index), state)
