@@ -36,6 +36,12 @@ def _total(members: list[psutil.Process]) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU so far of a process and its live descendants (a process pool)."""
+    root = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+
+
 def rss(process: psutil.Process, children: bool) -> int:
     return _total(_members(process, children))
 

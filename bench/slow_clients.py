@@ -29,9 +29,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
-import psutil
 import requests
 
+from bench._rss import cpu_seconds
 from local.launch import ROOT, FunctionServer, RedisServer
 
 KEY = "bench-key"
@@ -181,12 +181,6 @@ async def attacked(base: str, job_id: str,
     with contextlib.suppress(asyncio.CancelledError):
         await load
     return streams_open, normal, loaded
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a server and its children (gunicorn's arbiter and worker)."""
-    root = psutil.Process(pid)
-    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
 
 
 def start_api(root: Path, redis_url: str, workdir: Path) -> FunctionServer:

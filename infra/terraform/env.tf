@@ -69,7 +69,7 @@ locals {
     CHUNK_OVERLAP           = "50"
     TOKENIZER_ENCODING      = "cl100k_base"
     EXTRACT_TIMEOUT_S       = "600"
-    PDF_REOPEN_PAGES        = "500"
+    PDF_REOPEN_MB           = "20"
     POOL_MEMORY_MB          = "512"
     PDF_PAGE_DECODED_MB     = "64"
     PDF_DOCUMENT_DECODED_MB = "256"

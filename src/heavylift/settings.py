@@ -148,8 +148,9 @@ class Settings(BaseSettings):
     pdf_engine: Literal["pypdfium2", "pypdf"] = Field(
         "pypdfium2", description="PDF text engine: pypdfium2 (fast) or pypdf (pure Python)."
     )
-    pdf_reopen_pages: int = Field(
-        500, ge=1, description="pypdfium2 reopens a PDF after this many pages (bounds memory)."
+    pdf_reopen_mb: int = Field(
+        20, ge=0, description="pypdfium2 reopens a PDF once reading it grew the process by this "
+        "many MB (bounds memory).",
     )
     chunk_tokens: int = Field(500, ge=16, le=8192, description="Tokens per chunk (at most).")
     chunk_overlap: int = Field(50, ge=0, description="Tokens shared by consecutive chunks.")

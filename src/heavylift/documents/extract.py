@@ -16,7 +16,7 @@ from heavylift.documents.images import image_page_count
 from heavylift.documents.jsonl import write_jsonl
 from heavylift.documents.page_tokens import PageTokenWriter
 from heavylift.documents.pages import WHOLE, PageSource, RawPage, Shard
-from heavylift.documents.pdf_pdfium import REOPEN_EVERY, open_pdfium
+from heavylift.documents.pdf_pdfium import REOPEN_MB, open_pdfium
 from heavylift.text import normalize_text
 
 PdfEngine = Literal["pypdfium2", "pypdf"]
@@ -50,13 +50,13 @@ def extract_pages(
     engine: PdfEngine = "pypdfium2",
     *,
     shard: Shard = WHOLE,
-    reopen_every: int = REOPEN_EVERY,
+    reopen_mb: int = REOPEN_MB,
     budget: DecodeBudget | None = None,
     report: ProgressReport | None = None,
 ) -> ExtractResult:
     """Pages of the document at `path` (of one shard of a PDF's pages, to extract in parallel);
     raises a DocumentError subclass for unusable files (or ones over `budget`)."""
-    extraction = _extraction(path, engine, shard, reopen_every, budget, report)
+    extraction = _extraction(path, engine, shard, reopen_mb, budget, report)
     pages = list(extraction.pages)
     return ExtractResult(
         document_type=extraction.document_type,
@@ -80,7 +80,7 @@ def _extraction(
     path: Path,
     engine: PdfEngine,
     shard: Shard,
-    reopen_every: int,
+    reopen_mb: int,
     budget: DecodeBudget | None,
     report: ProgressReport | None,
 ) -> _Extraction:
@@ -97,7 +97,7 @@ def _extraction(
             report(1.0)
         return _Extraction(document_type, "text", len(pages), iter(pages), [])
     if engine == "pypdfium2":
-        source = open_pdfium(path, reopen_every, shard)
+        source = open_pdfium(path, reopen_mb, shard)
     else:
         # pypdf adds ~25 MB of imports to every process: load it only when it is chosen.
         from heavylift.documents.pdf_pypdf import open_pypdf
@@ -179,7 +179,7 @@ def extract_to_jsonl(
     *,
     engine: PdfEngine,
     shard: Shard = WHOLE,
-    reopen_every: int = REOPEN_EVERY,
+    reopen_mb: int = REOPEN_MB,
     budget: DecodeBudget | None = None,
     tokens_out: Path | None = None,
     encoding: str = "cl100k_base",
@@ -188,7 +188,7 @@ def extract_to_jsonl(
     """Process-pool entry point: one shard's pages written to `out` as JSON Lines, as they are
     read (a shard's pages never sit in memory all at once), and their tokens to `tokens_out`
     for the chunk stage."""
-    extraction = _extraction(path, engine, shard, reopen_every, budget, report)
+    extraction = _extraction(path, engine, shard, reopen_mb, budget, report)
     text_pages = chars = 0
     tokens = PageTokenWriter(tokens_out, encoding) if tokens_out is not None else None
 

@@ -14,21 +14,24 @@ from heavylift.documents.errors import (
     PasswordProtectedError,
 )
 from heavylift.documents.pages import WHOLE, PageSource, RawPage, Shard, shard_pages
+from heavylift.memory import release_memory, resident_bytes
 
-# pdfium caches parsed objects per document; reopening bounds memory on long documents. Each
-# reopen re-parses shared resources (fonts): every 100 pages cost ~30% more time on a 2,415-page
-# manual than every 500, for ~2 MB less peak RSS (bench/documents.py measures both).
-REOPEN_EVERY = 500
+# pdfium keeps what it parses (fonts, page objects) until the document closes: ~25 MB per 100
+# pages of LilyPond's manuals, ~1 MB on R's fullrefman. Reopening once the process has grown by
+# PDF_REOPEN_MB bounds memory where it grows and costs nothing where it does not; reopening
+# every N pages instead slowed fullrefman by ~25% at N=100 (each reopen re-parses fonts).
+REOPEN_MB = 20
+_CHECK_EVERY = 10  # pages between looks at the resident size
 
 
-def open_pdfium(path: Path, reopen_every: int = REOPEN_EVERY, shard: Shard = WHOLE) -> PageSource:
+def open_pdfium(path: Path, reopen_mb: int = REOPEN_MB, shard: Shard = WHOLE) -> PageSource:
     document = _open(path)
     count = len(document)
     if count == 0:
         document.close()
         raise EmptyDocumentError("The PDF has no pages.")
     selected = shard_pages(count, shard)
-    return PageSource(count, _read(path, document, selected, reopen_every), selected)
+    return PageSource(count, _read(path, document, selected, reopen_mb * 2**20), selected)
 
 
 def _open(path: Path) -> pdfium.PdfDocument:
@@ -46,16 +49,24 @@ def _open(path: Path) -> pdfium.PdfDocument:
 
 
 def _read(
-    path: Path, document: pdfium.PdfDocument, selected: range, reopen_every: int
+    path: Path, document: pdfium.PdfDocument, selected: range, reopen_bytes: int
 ) -> Iterator[RawPage]:
+    opened_at = resident_bytes()
     try:
         for done, index in enumerate(selected):
-            if done and done % reopen_every == 0:
+            if done % _CHECK_EVERY == 0 and _grown(opened_at, reopen_bytes):
                 document.close()
+                release_memory()  # hand pdfium's freed caches back before they are refilled
                 document = _open(path)
+                opened_at = resident_bytes()
             yield _read_page(document, index)
     finally:
         document.close()
+
+
+def _grown(since: int | None, limit: int) -> bool:
+    now = resident_bytes()
+    return since is not None and now is not None and now - since > limit
 
 
 def _read_page(document: pdfium.PdfDocument, index: int) -> RawPage:

@@ -221,7 +221,7 @@ class _Run:
                     self.files.local(f"pages-{index}.jsonl"),
                     engine=self.settings.pdf_engine,
                     shard=(index, shards),
-                    reopen_every=self.settings.pdf_reopen_pages,
+                    reopen_mb=self.settings.pdf_reopen_mb,
                     budget=budget,
                     tokens_out=self.token_files[index],
                     encoding=self.settings.tokenizer_encoding,
