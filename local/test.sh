@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 source local/bootstrap.sh dev
 ruff check src functions worker_service tests bench local infra
 mypy
-pytest -q "$@"
+# Most tests wait on servers and workers, not on a core: two processes halve the wall time.
+pytest -q -n "${TEST_PROCESSES:-2}" "$@"

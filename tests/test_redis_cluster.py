@@ -159,7 +159,9 @@ def test_dashboard_stream_reads_every_queue_at_once(stack: ClusterStack) -> None
         stream = messages(response)
         first = next(stream)
         assert first.event == "counts"
-        job_id = stack.add("sleep", seconds=0.5)
+        # Long enough that a loaded api reads its progress before the end: each read sends
+        # only the latest progress of a job (queue_live coalesces a burst).
+        job_id = stack.add("sleep", seconds=3)
         seen = read_until(stream, "progress", timeout=15)
     progress = seen[-1].data
     assert progress["queue"] == "diagnostics" and progress["id"] == job_id, progress
