@@ -168,8 +168,10 @@ def test_cancelling_a_distributed_sync_stops_every_child_and_a_retry_resumes(
                 f"-s{k:03d}" for k in range(STREAMS)]
     wait_for(lambda: all(job_view(queues, c)["state"] == "failed" for c in children), timeout=5)
     assert {job_view(queues, c)["failedReason"] for c in children} == {"cancelled"}
-    # The running ones were stopped by the worker holding them, not left to finish.
-    assert len(worker.find("failed", jobName="sync-slice", reason="cancelled")) >= 2
+    # The running ones were stopped by the worker holding them, not left to finish (its log
+    # lines come in batches: they may follow the state by a moment).
+    wait_for(lambda: len(worker.find("failed", jobName="sync-slice", reason="cancelled")) >= 2,
+             timeout=5)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "CANCELLED"
 
@@ -204,7 +206,7 @@ def test_a_vanished_result_table_fails_the_sync_and_a_retry_plans_it_again(
     queues.run(lambda q: q.retry(QueueName.DATASETS, job_id))
     wait_for(lambda: job_view(queues, job_id)["state"] == "completed", timeout=120)
     assert_exactly_the_source(bq_settings, job_view(queues, job_id)["result"], source_forecast)
-    assert worker.find("completed", jobId=job_id)
+    worker.wait_event("completed", jobId=job_id)  # its log lines come in batches
 
 
 def test_rest_slices_are_row_ranges_of_whole_chunks(
