@@ -110,6 +110,7 @@ class _Run:
         self.files = DocumentFiles(store, data.documentId, workdir)
         self.checkpoint = Checkpoint(run="")
         self.token_files: list[Path] = []  # the extraction shards' page tokens (chunk.py)
+        self._writing: asyncio.Future[None] | None = None  # the last storage write (_write)
         stages = ["fetch", "extract", "chunk"]
         stages += ["analysis"] if data.options.useAI or data.options.generateSummary else []
         stages += ["embeddings"] if data.options.generateEmbeddings else []
@@ -129,7 +130,7 @@ class _Run:
                     "embeddings", self.checkpoint.embeddings, self._embed, VECTORS, VECTOR_INDEX
                 )
             manifest = self._manifest(None)
-            await asyncio.to_thread(self.files.write_manifest, manifest)
+            await self._write(self.files.write_manifest, manifest)
         except Exception as error:
             await self._fail(error)
         except asyncio.CancelledError:
@@ -183,7 +184,7 @@ class _Run:
         self.checkpoint = self.checkpoint.model_copy(
             update={name: result, "timings": {**self.checkpoint.timings, name: timing}}
         )
-        await asyncio.to_thread(self.files.commit, outputs, self.checkpoint)
+        await self._write(self.files.commit, outputs, self.checkpoint)
         self._log_stage(name, reused=False, seconds=timing.seconds)
         self._progress(name, 1.0)
         return result
@@ -428,11 +429,19 @@ class _Run:
             raise PermanentJobError(reason) from error
         raise error
 
+    async def _write(self, write: Callable[..., None], *args: Any) -> None:
+        """A write of this run's outputs to storage. A cancelled await does not stop its thread:
+        the write is kept, so that a cancel waits for it to end before it clears the folder."""
+        self._writing = asyncio.ensure_future(asyncio.to_thread(write, *args))
+        await asyncio.shield(self._writing)
+
     async def _cancelled(self) -> None:
         """Cancelled through the API: this run's stored stages go and the manifest says
         CANCELLED. Before this run opened its checkpoint the folder is another run's: kept."""
         if not self.checkpoint.run:
             return
+        if self._writing is not None:  # still storing a stage: clear after it, not before
+            await asyncio.wait({self._writing})
         self.checkpoint = Checkpoint(run="")
         manifest = self._manifest(ManifestError(type="JobCancelledError",
                                                 message=CANCELLED_REASON), "CANCELLED")
