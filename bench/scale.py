@@ -29,11 +29,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bench._rss import cpu_seconds
 from heavylift.datasets import job
 from heavylift.datasets.clients import open_clients
 from heavylift.datasets.request import parse_request
@@ -62,16 +62,6 @@ class Round:
         return self.jobs / self.seconds
 
 
-def cpu_seconds(worker: WorkerProcess | int) -> float:
-    """User + system CPU of a process (a worker, or a pid) and any children it started."""
-    process = psutil.Process(worker if isinstance(worker, int) else worker.process.pid)
-    total = 0.0
-    for member in [process, *process.children(recursive=True)]:
-        times = member.cpu_times()
-        total += times.user + times.system
-    return total
-
-
 async def enqueue_and_drain(settings: Settings, jobs: int, seconds_per_job: float) -> float:
     """Seconds from the first enqueue until no job is waiting or running."""
     queues = Queues(settings)
@@ -96,10 +86,10 @@ def run_round(redis: RedisServer, workdir: Path, workers: int, args: argparse.Na
         for proc in procs:
             proc.wait_ready(60)
         jobs = int(workers * args.concurrency * args.work_s / args.seconds_per_job)
-        before = [cpu_seconds(p) for p in procs]
+        before = [cpu_seconds(p.process.pid) for p in procs]
         seconds = asyncio.run(enqueue_and_drain(Settings(redis_url=redis.url), jobs,
                                                 args.seconds_per_job))
-        cpu = [cpu_seconds(p) - b for p, b in zip(procs, before, strict=True)]
+        cpu = [cpu_seconds(p.process.pid) - b for p, b in zip(procs, before, strict=True)]
     finally:
         for proc in procs:
             proc.stop()
@@ -198,13 +188,13 @@ def sync_round(
         spec = parse_request({"datasetId": "bench_scale", "environment": "production",
                               "volumeType": "inbound", "jobType": "forecast",
                               "startDate": "2024-01-01", "endDate": "2025-12-31"}, settings)
-        before = [cpu_seconds(p) for p in procs]
+        before = [cpu_seconds(p.process.pid) for p in procs]
         emulator_before = cpu_seconds(emulator.process.pid)
         started = time.perf_counter()
         job_id = queues.run(lambda q: job.enqueue(q, spec, rows))
         wait_for(lambda: finished(queues, job_id), timeout=3600, interval=0.05)
         seconds = time.perf_counter() - started
-        worker_cpu = sum(cpu_seconds(p) - b for p, b in zip(procs, before, strict=True))
+        worker_cpu = sum(cpu_seconds(p.process.pid) - b for p, b in zip(procs, before, strict=True))
         emulator_cpu = cpu_seconds(emulator.process.pid) - emulator_before
         view = queues.run(lambda q: q.view(QueueName.DATASETS, job_id))
         if view.state != "completed":
