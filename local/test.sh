@@ -6,4 +6,5 @@ source local/bootstrap.sh dev
 ruff check src functions worker_service tests bench local infra
 mypy
 # Most tests wait on servers and workers, not on a core: two processes halve the wall time.
-pytest -q -n "${TEST_PROCESSES:-2}" "$@"
+# --dist loadfile: a module runs whole, in order, on one process (module fixtures share state).
+pytest -q -n "${TEST_PROCESSES:-2}" --dist loadfile "$@"
