@@ -10,15 +10,17 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from heavylift.documents.chunk import chunk_jsonl, chunk_pages
 from heavylift.documents.extract import Page, extract_pages, extract_to_jsonl
 from heavylift.documents.jsonl import read_jsonl
-from heavylift.documents.page_tokens import PageTokenWriter, load_page_tokens
+from heavylift.settings import TokenizerEncoding
 from heavylift.text import Chunk
-from heavylift.text.tokenizer import get_encoding, install_shipped_encoding
+from heavylift.text.tokenizer import install_shipped_encoding
 from tests.pdf_fixtures import real_manuals
+from tests.tiktoken_reference import reference
 
 # The sha256 tiktoken itself checks for each file (tiktoken_ext/openai_public.py).
 TIKTOKEN_SHA256 = {
@@ -42,9 +44,9 @@ def _joined(pages: list[Page]) -> str:
 
 @pytest.mark.parametrize("encoding", ["cl100k_base", "o200k_base"])
 def test_counts_are_exact_and_chunks_cover_the_text(
-    manual_pages: list[Page], encoding: str
+    manual_pages: list[Page], encoding: TokenizerEncoding
 ) -> None:
-    enc = get_encoding(encoding)
+    enc = reference(encoding)
     chunks = chunk_pages(manual_pages, document_id="doc_r", encoding=encoding)
 
     assert len(chunks) > 100
@@ -59,6 +61,15 @@ def test_counts_are_exact_and_chunks_cover_the_text(
         assert previous.text.endswith(shared) and chunk.text.startswith(shared)
         rebuilt += chunk.text[len(shared) :]
     assert rebuilt == _joined(manual_pages)
+    # Every page a chunk reaches into starts at its offset in the chunk's text.
+    texts = {page.number: page.text.strip() for page in manual_pages}
+    crossings = [(chunk, number, offset) for chunk in chunks
+                 for number, offset in chunk.page_offsets[1:]]
+    assert len(crossings) > 20
+    for chunk, number, offset in crossings:
+        rest, page = chunk.text[offset:], texts[number]
+        shown = min(len(rest), len(page), 200)
+        assert rest[:shown] == page[:shown] and shown, (chunk.id, number)
 
 
 def test_overlap_is_respected(manual_pages: list[Page]) -> None:
@@ -99,7 +110,7 @@ def test_ids_are_stable_and_unique(manual_pages: list[Page]) -> None:
 
 
 def test_text_without_spaces_still_counts_exactly() -> None:
-    enc = get_encoding("cl100k_base")
+    enc = reference("cl100k_base")
     pages = _pages("漢字仮名交じり文" * 300, "1234567890" * 200, "word " * 300)
     chunks = chunk_pages(pages, document_id="doc_cjk", max_tokens=100, overlap=10)
     assert all(len(enc.encode_ordinary(c.text)) == c.tokens <= 100 for c in chunks)
@@ -130,7 +141,7 @@ def test_tokenizer_works_offline(tmp_path: Path) -> None:
         "PYTHONPATH": os.pathsep.join(["src", *sys.path]),
     }
     env.pop("no_proxy", None)
-    plain = "import tiktoken; tiktoken.get_encoding('cl100k_base')"
+    plain = "import tiktoken; tiktoken.reference('cl100k_base')"
     ours = textwrap.dedent(
         """
         from heavylift.documents.chunk import chunk_pages
@@ -160,38 +171,18 @@ def test_tokenizer_works_offline(tmp_path: Path) -> None:
     assert result.stdout.strip() == "3"
 
 
-@pytest.mark.parametrize("shards", [1, 2, 3])
-def test_chunks_from_the_shards_token_files_equal_encoding_the_pages(
-    tmp_path: Path, shards: int
-) -> None:
-    """The extraction shards' token files give the chunk stage exactly the chunks it makes by
-    encoding the stored pages itself (another attempt's path), shard boundaries included, and
-    with a last page that ends in punctuation (where the separator would merge into it)."""
-    manual = real_manuals() / "R-intro.pdf"
-    files = [tmp_path / f"tokens-{index}.npz" for index in range(shards)]
-    parts = [tmp_path / f"pages-{index}.jsonl" for index in range(shards)]
-    for index in range(shards):
-        extract_to_jsonl(manual, parts[index], engine="pypdfium2", shard=(index, shards),
-                         tokens_out=files[index], encoding="cl100k_base")
+def test_the_stored_token_ids_are_the_chunks_own(tmp_path: Path) -> None:
+    """chunk_jsonl leaves the document's ids beside the chunks (the local embeddings read them):
+    each chunk's start_token:end_token slice is exactly its text's encoding."""
     pages = tmp_path / "pages.jsonl"
-    pages.write_bytes(b"".join(part.read_bytes() for part in parts))
-    options = {"document_id": "doc_r", "max_tokens": 300, "overlap": 30,
-               "encoding": "cl100k_base"}
-    chunk_jsonl(pages, tmp_path / "from-tokens.jsonl", token_files=files, **options)
-    chunk_jsonl(pages, tmp_path / "encoded.jsonl", **options)
-    from_tokens = read_jsonl(tmp_path / "from-tokens.jsonl", Chunk)
-    assert from_tokens == read_jsonl(tmp_path / "encoded.jsonl", Chunk)
-    assert from_tokens and from_tokens[-1].text.rstrip()[-1] in ".)"
-
-
-def test_the_last_page_keeps_its_own_tokens_when_it_ends_in_punctuation(tmp_path: Path) -> None:
-    pages = _pages("First page.", "", "Second page ends here.")
-    writer = PageTokenWriter(tmp_path / "t.npz", "cl100k_base")
-    for page in pages:
-        writer.add(page.number, page.text)
-    writer.save()
-    loaded = load_page_tokens([tmp_path / "t.npz"])
-    enc = get_encoding("cl100k_base")
-    assert loaded.tokens.tolist() == enc.encode_ordinary(_joined(pages))
-    assert loaded.numbers == [1, 3] and loaded.starts.tolist() == [0, len(
-        enc.encode_ordinary("First page.\n\n"))]
+    extract_to_jsonl(real_manuals() / "R-intro.pdf", pages, engine="pypdfium2")
+    summary = chunk_jsonl(pages, tmp_path / "chunks.jsonl", document_id="doc_r", max_tokens=300,
+                          overlap=30, encoding="cl100k_base", tokens_out=tmp_path / "tokens.npy")
+    chunks = read_jsonl(tmp_path / "chunks.jsonl", Chunk)
+    tokens = np.load(tmp_path / "tokens.npy")
+    enc = reference("cl100k_base")
+    assert summary.chunks == len(chunks) > 100 and tokens.dtype == np.int32
+    assert chunks[-1].end_token == len(tokens)
+    for chunk in chunks:
+        assert tokens[chunk.start_token : chunk.end_token].tolist() == enc.encode_ordinary(
+            chunk.text)

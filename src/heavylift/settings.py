@@ -42,6 +42,9 @@ BQ_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 HASH_TAG = re.compile(r"^[^{]*\{[^}]+\}")
 
 
+# The BPE encodings the worker ships (heavylift.text.tokenizer): nothing is downloaded.
+TokenizerEncoding = Literal["cl100k_base", "o200k_base"]
+
 class SettingsError(ValueError):
     """A configuration value is wrong; the message is one line naming the variable."""
 
@@ -154,8 +157,8 @@ class Settings(BaseSettings):
     )
     chunk_tokens: int = Field(500, ge=16, le=8192, description="Tokens per chunk (at most).")
     chunk_overlap: int = Field(50, ge=0, description="Tokens shared by consecutive chunks.")
-    tokenizer_encoding: Literal["cl100k_base", "o200k_base"] = Field(
-        "cl100k_base", description="tiktoken encoding for chunking and token counts."
+    tokenizer_encoding: TokenizerEncoding = Field(
+        "cl100k_base", description="BPE encoding (OpenAI's) for chunking and token counts."
     )
     extract_timeout_s: float = Field(600.0, gt=0, description="Time limit for one extraction.")
     openai_api_key: SecretStr | None = Field(

@@ -10,7 +10,7 @@ from heavylift.settings import Settings
 def make_provider(settings: Settings, budget: TokenBudget | None = None) -> AIProvider:
     """One provider per job: its token budget (JOB_TOKEN_BUDGET by default) is the job's."""
     if settings.openai_api_key is None:
-        return LocalProvider()
+        return LocalProvider(settings.tokenizer_encoding)
     # Imported here so the local path never loads the openai client.
     from heavylift.ai.openai_provider import OpenAIProvider
 

@@ -8,8 +8,10 @@ import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+import numpy.typing as npt
 
 from heavylift.ai.base import (
     AIProvider,
@@ -23,11 +25,13 @@ from heavylift.ai.base import (
     TokenUsage,
     Vectors,
 )
-from heavylift.text import Chunk
+from heavylift.settings import TokenizerEncoding
+from heavylift.text import Chunk, TokenArray, Tokenizer, load_tokenizer
+from heavylift.text.tokenizer import token_bytes, token_table
 
 EMBEDDING_DIMENSIONS = 384
 _WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
-_EMBED_TOKEN = re.compile(r"\w+", re.UNICODE)
+_EMBED_TOKEN = re.compile(r"\w", re.UNICODE)
 # Sentences end at . ! ? before whitespace, or at a blank line; linear scan, no backtracking.
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|\n[ \t]*\n")
 _SENTENCE_START = re.compile(r"[\"'(\[]?[A-Z0-9]")
@@ -76,29 +80,66 @@ class LocalProvider(AIProvider):
             usage=TokenUsage(),
         )
 
+    def __init__(self, encoding: TokenizerEncoding = "cl100k_base") -> None:
+        self.encoding = encoding
+        self._tokenizer: Tokenizer | None = None  # loaded by the first `embed`
+
     def embed(self, texts: Sequence[str]) -> Vectors:
-        return hashing_embeddings(texts)
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.encoding)
+        return self.embed_tokens([self._tokenizer.encode(text) for text in texts])
+
+    def embed_tokens(self, texts: Sequence[TokenArray]) -> Vectors:
+        """`embed` of texts already encoded (the chunk stage's ids): the same vectors."""
+        return hashing_embeddings(texts, self.encoding)
 
 
-def hashing_embeddings(texts: Sequence[str], dimensions: int = EMBEDDING_DIMENSIONS) -> Vectors:
-    """Signed feature hashing of lower-cased words, L2-normalised (crc32: stable across runs)."""
-    vectors = np.zeros((len(texts), dimensions), dtype=np.float32)
-    bucket_of: dict[str, int] = {}  # word -> bucket, the sign folded in as the top bit
-    sign_bit = 1 << 31
-    for row, text in enumerate(texts):
-        words = _EMBED_TOKEN.findall(text.lower())
-        if not words:
-            continue
-        hashed = np.fromiter(
-            (bucket_of.get(w) or bucket_of.setdefault(w, zlib.crc32(w.encode())) for w in words),
-            dtype=np.int64,
-            count=len(words),
-        )
-        signs = np.where(hashed & sign_bit, 1.0, -1.0)
-        vectors[row] = np.bincount(hashed % dimensions, weights=signs, minlength=dimensions)
+def hashing_embeddings(
+    texts: Sequence[TokenArray], encoding: TokenizerEncoding, dimensions: int = EMBEDDING_DIMENSIONS
+) -> Vectors:
+    """Signed feature hashing of the texts' tokens, lower-cased and without their leading space
+    (" Apple" and "apple" are one feature; punctuation and whitespace are none), L2-normalised.
+    Vectorised over the batch: a table lookup per token, one bincount."""
+    buckets, signs = _token_features(encoding, dimensions)
+    lengths = [len(tokens) for tokens in texts]
+    ids = np.concatenate(texts) if texts else np.zeros(0, dtype=np.int32)
+    rows = np.repeat(np.arange(len(texts)), lengths)
+    counts = np.bincount(rows * dimensions + buckets[ids], weights=signs[ids],
+                         minlength=len(texts) * dimensions)
+    vectors = counts.reshape(len(texts), dimensions).astype(np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     np.divide(vectors, norms, out=vectors, where=norms > 0)
     return vectors
+
+
+@lru_cache(maxsize=2)
+def _token_features(
+    encoding: TokenizerEncoding, dimensions: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Per token id: its bucket and sign (0: no feature), from crc32 (stable across runs) of
+    its lower-cased text; a piece of a character (a CJK character is often two tokens) counts
+    by its bytes."""
+
+    def build() -> dict[str, npt.NDArray[np.int64] | npt.NDArray[np.float64]]:
+        vocabulary = token_bytes(encoding)
+        buckets = np.zeros(len(vocabulary), dtype=np.int64)
+        signs = np.zeros(len(vocabulary), dtype=np.float64)
+        for token, data in enumerate(vocabulary):
+            try:
+                word = data.decode().strip().lower()
+            except UnicodeDecodeError:
+                key = data
+            else:
+                if not _EMBED_TOKEN.search(word):
+                    continue
+                key = word.encode()
+            hashed = zlib.crc32(key)
+            buckets[token] = hashed % dimensions
+            signs[token] = 1.0 if hashed & (1 << 31) else -1.0
+        return {"buckets": buckets, "signs": signs}
+
+    table = token_table(f"hashing-features-v1-{encoding}-{dimensions}", build)
+    return table["buckets"], table["signs"]
 
 
 def _terms(text: str) -> list[str]:

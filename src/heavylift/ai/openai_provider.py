@@ -35,7 +35,7 @@ from heavylift.ai.base import (
 from heavylift.outage import through_outage
 from heavylift.settings import Settings
 from heavylift.text import Chunk
-from heavylift.text.tokenizer import get_encoding
+from heavylift.text.tokenizer import load_tokenizer
 
 # OpenAI's embeddings limits per request.
 MAX_EMBEDDING_INPUTS = 2048
@@ -114,7 +114,7 @@ class OpenAIProvider(AIProvider):
         self.retry_s = settings.openai_retry_s
         self.budget = budget
         self.usage = TokenUsage()
-        self._encoding = get_encoding(settings.tokenizer_encoding)
+        self._tokenizer = load_tokenizer(settings.tokenizer_encoding)
 
     def analyze(self, chunks: Sequence[Chunk], limits: AnalysisLimits | None = None) -> Analysis:
         limits = limits or AnalysisLimits()
@@ -151,7 +151,7 @@ class OpenAIProvider(AIProvider):
         )
 
     def embed(self, texts: Sequence[str]) -> Vectors:
-        counts = [len(tokens) for tokens in self._encoding.encode_ordinary_batch(list(texts))]
+        counts = [len(self._tokenizer.encode(text)) for text in texts]
         vectors: list[list[float]] = []
         for start, end in embedding_batches(counts):
             self.budget.reserve(sum(counts[start:end]))
@@ -164,7 +164,7 @@ class OpenAIProvider(AIProvider):
 
     def _parse(self, instructions: str, content: str, model: type[ModelT]) -> ModelT:
         prompt_tokens = sum(
-            len(self._encoding.encode_ordinary(text)) + _MESSAGE_OVERHEAD
+            len(self._tokenizer.encode(text)) + _MESSAGE_OVERHEAD
             for text in (instructions, content)
         )
         self.budget.reserve(prompt_tokens + MAX_OUTPUT_TOKENS)

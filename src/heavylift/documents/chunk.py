@@ -2,13 +2,11 @@
 
 Chunks are windows over the document's token stream. A window is cut only where re-encoding its
 text gives back the same tokens, so `Chunk.tokens` is exact without encoding every chunk again:
-tiktoken's pre-tokenizer never puts " <non-space>" inside a piece, so a token starting that way
+the pre-tokenizer never puts " <non-space>" inside a piece, so a token starting that way
 (or a page start, see `encode_pages`) begins a piece, and BPE never merges across pieces.
 
-Encoding is half of the work. The extraction shards do it as they read their pages
-(`PageTokenWriter`), in parallel, and the chunk stage only loads their token files
-(`load_page_tokens`); without them (another attempt resuming after extraction) it encodes the
-stored pages itself, to the same tokens.
+The chunk stage also leaves the document's token ids beside the chunks (`tokens_out`): the
+local embeddings hash the chunks' ids from there instead of encoding the chunks again.
 """
 
 from __future__ import annotations
@@ -17,28 +15,30 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-import tiktoken
 from pydantic import BaseModel, ConfigDict
 
 from heavylift.documents.extract import Page
 from heavylift.documents.jsonl import iter_jsonl, write_jsonl
-from heavylift.documents.page_tokens import (
-    PAGE_SEPARATOR,
-    EncodedPages,
-    TokenArray,
-    joined,
-    load_page_tokens,
-)
-from heavylift.text import Chunk, get_encoding
+from heavylift.settings import TokenizerEncoding
+from heavylift.text import Chunk, TokenArray, Tokenizer, load_tokenizer
+from heavylift.text.tokenizer import token_bytes, token_table
 
-DEFAULT_ENCODING = "cl100k_base"
+DEFAULT_ENCODING: TokenizerEncoding = "cl100k_base"
+PAGE_SEPARATOR = "\n\n"
 _WHITESPACE_BYTES = frozenset(b" \t\n\r\x0b\x0c")
 _ID_DIGITS = 12
 
 BoolArray = npt.NDArray[np.bool_]
+
+
+class EncodedPages(NamedTuple):
+    numbers: list[int]  # of the pages with text
+    starts: npt.NDArray[np.intp]  # each one's first token
+    tokens: TokenArray  # all of them
 
 
 def chunk_pages(
@@ -47,7 +47,7 @@ def chunk_pages(
     document_id: str,
     max_tokens: int = 500,
     overlap: int = 50,
-    encoding: str = DEFAULT_ENCODING,
+    encoding: TokenizerEncoding = DEFAULT_ENCODING,
 ) -> list[Chunk]:
     """Split the pages' text into chunks of at most `max_tokens`, consecutive ones sharing
     about `overlap` tokens (at least `overlap` where the text allows a clean cut)."""
@@ -65,39 +65,38 @@ def iter_chunks(
     document_id: str,
     max_tokens: int = 500,
     overlap: int = 50,
-    encoding: str = DEFAULT_ENCODING,
+    encoding: TokenizerEncoding = DEFAULT_ENCODING,
 ) -> Iterator[Chunk]:
     """`chunk_pages` one chunk at a time: only the token ids stay in memory, not the pages'
     text (read as the pages stream in) nor the chunks (written as they are made)."""
-    encoded = encode_pages(get_encoding(encoding), pages)
-    return chunks_of(encoded, document_id=document_id, max_tokens=max_tokens, overlap=overlap,
-                     encoding=encoding)
+    enc = load_tokenizer(encoding)
+    return chunks_of(enc, encode_pages(enc, pages), document_id=document_id,
+                     max_tokens=max_tokens, overlap=overlap)
 
 
 def chunks_of(
+    enc: Tokenizer,
     encoded: EncodedPages,
     *,
     document_id: str,
     max_tokens: int,
     overlap: int,
-    encoding: str,
 ) -> Iterator[Chunk]:
     """The chunks of pages already encoded (see `iter_chunks`)."""
     if not 0 <= overlap < max_tokens:
         raise ValueError("overlap must be at least 0 and below max_tokens")
-    enc = get_encoding(encoding)
     numbers, starts, tokens = encoded
     if not len(tokens):
         return
-    word_start, char_start = _boundary_tables(encoding)
+    word_start, char_start, chars = _boundary_tables(enc.name)
     clean = np.append(word_start[tokens], True)
     clean[starts] = True
     splitter = _Splitter(enc, tokens, clean, np.append(char_start[tokens], True))
     start, total, index = 0, len(tokens), 0
     while True:
         end, text, count = splitter.window(start, max_tokens, max(1, max_tokens // 10))
-        offsets = _page_offsets(enc, tokens, numbers, starts, start, end, len(text))
-        yield _make_chunk(document_id, encoding, index, text, count, start, end, offsets)
+        offsets = _page_offsets(chars, tokens, numbers, starts, start, end)
+        yield _make_chunk(document_id, enc.name, index, text, count, start, end, offsets)
         if end >= total:
             return
         index += 1
@@ -105,7 +104,7 @@ def chunks_of(
         start = max(next_start, start + 1)
 
 
-def encode_pages(enc: tiktoken.Encoding, pages: Iterable[Page]) -> EncodedPages:
+def encode_pages(enc: Tokenizer, pages: Iterable[Page]) -> EncodedPages:
     """Pages are stripped and joined by a blank line: the separator ends a piece and the next
     page starts with a non-space, so encoding page by page gives exactly the tokens of the
     joined text."""
@@ -118,9 +117,10 @@ def encode_pages(enc: tiktoken.Encoding, pages: Iterable[Page]) -> EncodedPages:
         numbers.append(number)
         starts.append(total)
         separator = "" if last else PAGE_SEPARATOR
-        encoded.append(np.asarray(enc.encode_ordinary(text + separator), dtype=np.int32))
+        encoded.append(enc.encode(text + separator))
         total += len(encoded[-1])
-    return EncodedPages(numbers, np.asarray(starts, dtype=np.intp), joined(encoded))
+    tokens = np.concatenate(encoded) if encoded else np.zeros(0, dtype=np.int32)
+    return EncodedPages(numbers, np.asarray(starts, dtype=np.intp), tokens)
 
 
 def _nonempty_pages(pages: Iterable[Page]) -> Iterator[tuple[int, str, bool]]:
@@ -138,21 +138,25 @@ def _nonempty_pages(pages: Iterable[Page]) -> Iterator[tuple[int, str, bool]]:
         yield *held, True
 
 
-@lru_cache(maxsize=4)
-def _boundary_tables(encoding: str) -> tuple[BoolArray, BoolArray]:
-    """Per token id: starts with a space then a non-space byte; starts a UTF-8 character."""
-    enc = get_encoding(encoding)
-    size = enc.max_token_value + 1
-    word_start = np.zeros(size, dtype=np.bool_)
-    char_start = np.zeros(size, dtype=np.bool_)
-    for token in range(size):
-        try:
-            data = enc.decode_single_token_bytes(token)
-        except KeyError:  # gaps in the vocabulary
-            continue
-        word_start[token] = len(data) > 1 and data[0] == 0x20 and data[1] not in _WHITESPACE_BYTES
-        char_start[token] = not 0x80 <= data[0] <= 0xBF
-    return word_start, char_start
+@lru_cache(maxsize=2)
+def _boundary_tables(
+    encoding: TokenizerEncoding,
+) -> tuple[BoolArray, BoolArray, npt.NDArray[np.uint8]]:
+    """Per token id: starts with a space then a non-space byte; starts a UTF-8 character; how
+    many characters start in it (its UTF-8 lead bytes)."""
+
+    def build() -> dict[str, BoolArray | npt.NDArray[np.uint8]]:
+        vocabulary = token_bytes(encoding)
+        return {
+            "word_start": np.array([len(data) > 1 and data[0] == 0x20
+                                    and data[1] not in _WHITESPACE_BYTES for data in vocabulary]),
+            "char_start": np.array([not 0x80 <= data[0] <= 0xBF for data in vocabulary]),
+            "chars": np.array([sum(not 0x80 <= byte <= 0xBF for byte in data)
+                               for data in vocabulary], dtype=np.uint8),
+        }
+
+    tables = token_table(f"chunk-boundaries-v2-{encoding}", build)
+    return tables["word_start"], tables["char_start"], tables["chars"]
 
 
 class _Splitter:
@@ -163,7 +167,7 @@ class _Splitter:
 
     def __init__(
         self,
-        enc: tiktoken.Encoding,
+        enc: Tokenizer,
         tokens: TokenArray,
         clean: BoolArray,
         char_start: BoolArray,
@@ -182,11 +186,11 @@ class _Splitter:
         if self.clean[start] and self.clean[end]:
             return end, text, end - start
         # No clean cut nearby (CJK, long digit runs): count by re-encoding; shrink to fit.
-        count = len(self.enc.encode_ordinary(text))
+        count = len(self.enc.encode(text))
         while count > max_tokens and end - start > 1:
             end = self._last(self.char_start, start + 1, end - (count - max_tokens)) or end - 1
             text = self._decode(start, end)
-            count = len(self.enc.encode_ordinary(text))
+            count = len(self.enc.encode(text))
         return end, text, count
 
     def overlap_start(self, end: int, overlap: int, slack: int) -> int:
@@ -206,31 +210,31 @@ class _Splitter:
         return low + int(hits[-1]) if len(hits) else None
 
     def _decode(self, start: int, end: int) -> str:
-        return self.enc.decode(self.tokens[start:end].tolist())
+        return self.enc.decode(self.tokens[start:end])
 
 
 def _page_offsets(
-    enc: tiktoken.Encoding,
+    chars: npt.NDArray[np.uint8],
     tokens: TokenArray,
     numbers: list[int],
     starts: npt.NDArray[np.intp],
     start: int,
     end: int,
-    text_length: int,
 ) -> list[tuple[int, int]]:
     first = int(np.searchsorted(starts, start, side="right")) - 1
     last = int(np.searchsorted(starts, end, side="left")) - 1
     offsets = [(numbers[first], 0)]
     for position in range(first + 1, last + 1):
-        # Page starts are character boundaries: the tail's decoded length locates them.
-        tail = enc.decode(tokens[starts[position] : end].tolist())
-        offsets.append((numbers[position], text_length - len(tail)))
+        # A chunk starts at a character: the characters before the page are its tokens' lead
+        # bytes (no decoding).
+        before = int(chars[tokens[start : starts[position]]].sum(dtype=np.int64))
+        offsets.append((numbers[position], before))
     return offsets
 
 
 def _make_chunk(
     document_id: str,
-    encoding: str,
+    encoding: TokenizerEncoding,
     index: int,
     text: str,
     count: int,
@@ -267,12 +271,12 @@ def chunk_jsonl(
     document_id: str,
     max_tokens: int,
     overlap: int,
-    encoding: str,
-    token_files: list[Path] | None = None,
+    encoding: TokenizerEncoding,
+    tokens_out: Path | None = None,
     report: Callable[[float], None] | None = None,
 ) -> ChunkSummary:
-    """Process-pool entry point: the pages of `pages_file` chunked into `out` (JSON Lines),
-    from the extraction shards' `token_files` when they are there."""
+    """Process-pool entry point: the pages of `pages_file` chunked into `out` (JSON Lines), and
+    the document's token ids (that the chunks' start_token/end_token index) to `tokens_out`."""
     tokens = 0
 
     def counted(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
@@ -281,12 +285,14 @@ def chunk_jsonl(
             tokens += chunk.tokens
             yield chunk
 
-    if token_files and all(path.is_file() for path in token_files):
-        encoded = load_page_tokens(token_files)
-    else:
-        encoded = encode_pages(get_encoding(encoding), iter_jsonl(pages_file, Page))
-    chunks = chunks_of(encoded, document_id=document_id, max_tokens=max_tokens,
-                       overlap=overlap, encoding=encoding)
+    # Loaded for this task only: the next document's extraction gets the process's memory.
+    enc = load_tokenizer(encoding)
+    encoded = encode_pages(enc, iter_jsonl(pages_file, Page))
+    if tokens_out is not None:
+        with tokens_out.open("wb") as file:
+            np.save(file, encoded.tokens, allow_pickle=False)
+    chunks = chunks_of(enc, encoded, document_id=document_id, max_tokens=max_tokens,
+                       overlap=overlap)
     count = write_jsonl(out, counted(chunks))
     if report is not None:
         report(1.0)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from heavylift.ai import make_provider
 from heavylift.ai.base import ProviderInfo, TokenBudget
+from heavylift.ai.local import LocalProvider
 from heavylift.documents.jsonl import read_jsonl
 from heavylift.settings import Settings
 from heavylift.text import Chunk
@@ -44,17 +45,26 @@ def embed_jsonl(
     *,
     settings: Settings,
     tokens_used: int,
+    tokens_file: Path | None = None,
     report: Callable[[float], None] | None = None,
 ) -> EmbeddingSummary:
     """Process-pool entry point: embed the chunks of `chunks_file` (hashing embeddings are
-    CPU-bound; the OpenAI client blocks: neither belongs on the event loop)."""
+    CPU-bound; the OpenAI client blocks: neither belongs on the event loop). The local
+    provider hashes the chunk stage's token ids from `tokens_file` when it is there."""
     chunks = read_jsonl(chunks_file, Chunk)
     budget = TokenBudget(settings.job_token_budget, tokens_used)
     provider = make_provider(settings, budget)
+    tokens = None
+    if isinstance(provider, LocalProvider) and tokens_file is not None and tokens_file.is_file():
+        tokens = np.load(tokens_file, allow_pickle=False)
     parts = []
     for start in range(0, len(chunks), EMBED_BATCH):
         batch = chunks[start : start + EMBED_BATCH]
-        parts.append(provider.embed([chunk.text for chunk in batch]))
+        if isinstance(provider, LocalProvider) and tokens is not None:
+            parts.append(provider.embed_tokens(
+                [tokens[chunk.start_token : chunk.end_token] for chunk in batch]))
+        else:
+            parts.append(provider.embed([chunk.text for chunk in batch]))
         if report is not None:
             report((start + len(batch)) / len(chunks))
     vectors = np.concatenate(parts).astype(np.float32, copy=False)

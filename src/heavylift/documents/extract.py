@@ -14,7 +14,6 @@ from heavylift.documents.detect import DocumentType, detect_type
 from heavylift.documents.errors import EmptyDocumentError
 from heavylift.documents.images import image_page_count
 from heavylift.documents.jsonl import write_jsonl
-from heavylift.documents.page_tokens import PageTokenWriter
 from heavylift.documents.pages import WHOLE, PageSource, RawPage, Shard
 from heavylift.documents.pdf_pdfium import REOPEN_MB, open_pdfium
 from heavylift.text import normalize_text
@@ -181,29 +180,21 @@ def extract_to_jsonl(
     shard: Shard = WHOLE,
     reopen_mb: int = REOPEN_MB,
     budget: DecodeBudget | None = None,
-    tokens_out: Path | None = None,
-    encoding: str = "cl100k_base",
     report: ProgressReport | None = None,
 ) -> ExtractSummary:
     """Process-pool entry point: one shard's pages written to `out` as JSON Lines, as they are
-    read (a shard's pages never sit in memory all at once), and their tokens to `tokens_out`
-    for the chunk stage."""
+    read (a shard's pages never sit in memory all at once)."""
     extraction = _extraction(path, engine, shard, reopen_mb, budget, report)
     text_pages = chars = 0
-    tokens = PageTokenWriter(tokens_out, encoding) if tokens_out is not None else None
 
     def counted(pages: Iterator[Page]) -> Iterator[Page]:
         nonlocal text_pages, chars
         for page in pages:
             text_pages += bool(page.text.strip())
             chars += page.chars
-            if tokens is not None:
-                tokens.add(page.number, page.text)
             yield page
 
     count = write_jsonl(out, counted(extraction.pages))
-    if tokens is not None:
-        tokens.save()
     return ExtractSummary(
         document_type=extraction.document_type,
         engine=extraction.engine,

@@ -73,6 +73,9 @@ _WEIGHTS = {"fetch": 5, "extract": 50, "chunk": 10, "analysis": 20, "embeddings"
 # Time limit of one OCR task beyond its page's own (opening, rendering, loading language data).
 _OCR_TASK_SLACK_S = 60.0
 _UPLOAD = "upload.bin"
+# The chunk stage's token ids, for the local embeddings; in the workdir only: another attempt
+# that reuses the stored chunks has none, and embeds from the chunks' text (the same vectors).
+_TOKENS = "tokens.npy"
 
 
 class UploadMissingError(DocumentError):
@@ -109,7 +112,6 @@ class _Run:
         self.ctx, self.data, self.settings = ctx, data, settings
         self.files = DocumentFiles(store, data.documentId, workdir)
         self.checkpoint = Checkpoint(run="")
-        self.token_files: list[Path] = []  # the extraction shards' page tokens (chunk.py)
         self._writing: asyncio.Future[None] | None = None  # the last storage write (_write)
         stages = ["fetch", "extract", "chunk"]
         stages += ["analysis"] if data.options.useAI or data.options.generateSummary else []
@@ -203,9 +205,6 @@ class _Run:
         shards = self.settings.cpu_workers if kind is DocumentType.PDF else 1
         fractions = [0.0] * shards
         budget = DecodeBudget.of(self.settings)
-        # Kept in the workdir only: another attempt that reuses the stored pages (the stage
-        # checkpointed) has none, and its chunk stage encodes the pages itself.
-        self.token_files = [self.files.local(f"tokens-{index}.npz") for index in range(shards)]
 
         def tracker(index: int) -> Callable[[float], None]:
             def on_progress(fraction: float) -> None:
@@ -224,8 +223,6 @@ class _Run:
                     shard=(index, shards),
                     reopen_mb=self.settings.pdf_reopen_mb,
                     budget=budget,
-                    tokens_out=self.token_files[index],
-                    encoding=self.settings.tokenizer_encoding,
                     on_progress=tracker(index),
                     timeout_s=self.settings.extract_timeout_s,
                 )
@@ -308,7 +305,6 @@ class _Run:
                 ) from first
             raise first from None
         await asyncio.to_thread(merge_into, pages, [result.text for result in done])
-        self.token_files = []  # the shards encoded the pages without the OCR'd text
         metrics.DOCUMENT_OCR_PAGES.inc(len(done))
         return summarize(done, self.settings.ocr_languages, self.settings.ocr_dpi)
 
@@ -318,7 +314,7 @@ class _Run:
             chunk_jsonl,
             pages,
             self.files.local(CHUNKS),
-            token_files=self.token_files,
+            tokens_out=self.files.local(_TOKENS),
             span=self.spans["chunk"],
             document_id=self.data.documentId,
             max_tokens=self.settings.chunk_tokens,
@@ -345,6 +341,7 @@ class _Run:
             chunks,
             self.files.local(VECTORS),
             self.files.local(VECTOR_INDEX),
+            tokens_file=self.files.local(_TOKENS),
             span=self.spans["embeddings"],
             settings=self.settings,
             tokens_used=analysis.tokens_used if analysis else 0,  # one token budget per job

@@ -2,6 +2,6 @@
 
 from heavylift.text.chunk import Chunk
 from heavylift.text.normalize import normalize_text
-from heavylift.text.tokenizer import get_encoding
+from heavylift.text.tokenizer import TokenArray, Tokenizer, load_tokenizer
 
-__all__ = ["Chunk", "get_encoding", "normalize_text"]
+__all__ = ["Chunk", "TokenArray", "Tokenizer", "load_tokenizer", "normalize_text"]
