@@ -1,4 +1,4 @@
-from worker_service.main import main
+from worker_service import start
 
 if __name__ == "__main__":  # not when the process pool's children import the main module
-    main()
+    start()
