@@ -56,12 +56,19 @@ from heavylift.documents.store import (
     DocumentFiles,
     StageTiming,
 )
+from heavylift.outage import through_outage
 from heavylift.queue.cancel import CANCELLED_REASON
 from heavylift.runtime import metrics
 from heavylift.runtime.context import JobContext, PermanentJobError
 from heavylift.runtime.offload import PoolMemoryError
 from heavylift.settings import Settings
-from heavylift.storage import ObjectInfo, ObjectNotFoundError, ObjectStore, StorageError
+from heavylift.storage import (
+    ObjectInfo,
+    ObjectNotFoundError,
+    ObjectStore,
+    StorageError,
+    StorageUnavailableError,
+)
 
 log = logging.getLogger("heavylift.documents")
 
@@ -415,10 +422,15 @@ class _Run:
         attempts = int((self.ctx.job.opts or {}).get("attempts", 1))
         if reason is not None or self.ctx.attempt >= attempts:
             failure = ManifestError(type=type(error).__name__, message=reason or str(error))
-            # The store retries this write for STORAGE_RETRY_S: a job that failed because storage
-            # was away still leaves its FAILED manifest once storage is back.
+            # A job that failed because storage was away must still leave its FAILED manifest
+            # once storage is back: the store retries each write for STORAGE_RETRY_S, and this
+            # one gets that again, as the job's own retries may have spent the outage's start.
+            manifest = self._manifest(failure)
             try:
-                await asyncio.to_thread(self.files.write_manifest, self._manifest(failure))
+                await asyncio.to_thread(
+                    through_outage, lambda: self.files.write_manifest(manifest),
+                    transient=(StorageUnavailableError,), budget_s=self.settings.storage_retry_s,
+                    event="manifest_retry", jobId=self.ctx.id)
             except StorageError as storage_error:
                 log.warning("could not store the failed manifest", extra={
                     "event": "manifest_failed", "jobId": self.ctx.id, "reason": str(storage_error)})
