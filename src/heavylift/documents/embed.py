@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from heavylift.ai import make_provider
-from heavylift.ai.base import ProviderInfo, TokenBudget
+from heavylift.ai.base import AIProvider, ProviderInfo, TokenBudget, Vectors
 from heavylift.ai.local import LocalProvider
 from heavylift.documents.jsonl import read_jsonl
 from heavylift.settings import Settings
@@ -54,17 +54,11 @@ def embed_jsonl(
     chunks = read_jsonl(chunks_file, Chunk)
     budget = TokenBudget(settings.job_token_budget, tokens_used)
     provider = make_provider(settings, budget)
-    tokens = None
-    if isinstance(provider, LocalProvider) and tokens_file is not None and tokens_file.is_file():
-        tokens = np.load(tokens_file, allow_pickle=False)
+    embed = _embedder(provider, tokens_file)
     parts = []
     for start in range(0, len(chunks), EMBED_BATCH):
         batch = chunks[start : start + EMBED_BATCH]
-        if isinstance(provider, LocalProvider) and tokens is not None:
-            parts.append(provider.embed_tokens(
-                [tokens[chunk.start_token : chunk.end_token] for chunk in batch]))
-        else:
-            parts.append(provider.embed([chunk.text for chunk in batch]))
+        parts.append(embed(batch))
         if report is not None:
             report((start + len(batch)) / len(chunks))
     vectors = np.concatenate(parts).astype(np.float32, copy=False)
@@ -82,3 +76,15 @@ def embed_jsonl(
         dimensions=vectors.shape[1],
         tokens_used=budget.used,
     )
+
+
+def _embedder(
+    provider: AIProvider, tokens_file: Path | None
+) -> Callable[[list[Chunk]], Vectors]:
+    """How a batch of chunks becomes vectors: the local provider hashes the chunk stage's token
+    ids when they are there, anything else embeds the chunks' text."""
+    if isinstance(provider, LocalProvider) and tokens_file is not None and tokens_file.is_file():
+        local, tokens = provider, np.load(tokens_file, allow_pickle=False)
+        return lambda batch: local.embed_tokens(
+            [tokens[chunk.start_token : chunk.end_token] for chunk in batch])
+    return lambda batch: provider.embed([chunk.text for chunk in batch])
