@@ -8,12 +8,20 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from heavylift.documents.chunk import chunk_jsonl, chunk_pages
+from heavylift.documents.chunk import (
+    ChunkTask,
+    chunk_jsonl,
+    chunk_pages,
+    chunk_when_ready,
+    signal_pages,
+)
 from heavylift.documents.extract import Page, extract_pages, extract_to_jsonl
 from heavylift.documents.jsonl import read_jsonl
 from heavylift.settings import TokenizerEncoding
@@ -176,8 +184,9 @@ def test_the_stored_token_ids_are_the_chunks_own(tmp_path: Path) -> None:
     each chunk's start_token:end_token slice is exactly its text's encoding."""
     pages = tmp_path / "pages.jsonl"
     extract_to_jsonl(real_manuals() / "R-intro.pdf", pages, engine="pypdfium2")
-    summary = chunk_jsonl(pages, tmp_path / "chunks.jsonl", document_id="doc_r", max_tokens=300,
-                          overlap=30, encoding="cl100k_base", tokens_out=tmp_path / "tokens.npy")
+    summary = chunk_jsonl(ChunkTask(pages, tmp_path / "chunks.jsonl", document_id="doc_r",
+                                    max_tokens=300, overlap=30, encoding="cl100k_base",
+                                    tokens_out=tmp_path / "tokens.npy"))
     chunks = read_jsonl(tmp_path / "chunks.jsonl", Chunk)
     tokens = np.load(tmp_path / "tokens.npy")
     enc = reference("cl100k_base")
@@ -186,3 +195,31 @@ def test_the_stored_token_ids_are_the_chunks_own(tmp_path: Path) -> None:
     for chunk in chunks:
         assert tokens[chunk.start_token : chunk.end_token].tolist() == enc.encode_ordinary(
             chunk.text)
+
+
+def test_a_chunk_task_queued_behind_the_extraction_waits_for_final_pages(tmp_path: Path) -> None:
+    """chunk_when_ready starts before its pages exist: once they are final it writes exactly
+    what chunk_jsonl does; told they are not (OCR comes first, or extraction failed) it returns
+    None at once and writes nothing."""
+    extracted = tmp_path / "extracted.jsonl"
+    extract_to_jsonl(real_manuals() / "R-intro.pdf", extracted, engine="pypdfium2")
+
+    def task(pages: Path, out: Path) -> ChunkTask:
+        return ChunkTask(pages, out, document_id="doc_r", max_tokens=300, overlap=30,
+                         encoding="cl100k_base")
+
+    expected = chunk_jsonl(task(extracted, tmp_path / "expected.jsonl"))
+    pages, ready, out = tmp_path / "pages.jsonl", tmp_path / "pages.ready", tmp_path / "out.jsonl"
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(chunk_when_ready, ready, task(pages, out))
+        time.sleep(0.5)
+        assert not waiting.done() and not out.exists()
+        pages.write_bytes(extracted.read_bytes())
+        signal_pages(ready, final=True)
+        assert waiting.result(timeout=60) == expected
+    assert out.read_bytes() == (tmp_path / "expected.jsonl").read_bytes()
+
+    stopped, never = tmp_path / "stopped.ready", tmp_path / "never.jsonl"
+    signal_pages(stopped, final=False)
+    assert chunk_when_ready(stopped, task(tmp_path / "absent.jsonl", never)) is None
+    assert not never.exists()

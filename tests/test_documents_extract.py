@@ -167,6 +167,11 @@ def test_plain_text_and_markdown_skip_pdf_parsing(tmp_path: Path) -> None:
 def test_normalize_text() -> None:
     raw = "pack\x02ages and exam\x02\r\nple, soft\u00adhyphen\r\nline\x0c\x14 \ufb01x\t1\u2002m"
     assert normalize_text(raw) == "packages and example, softhyphen\nline fix\t1 m"
+    # ASCII takes a faster path: the same result as the general one, control by control.
+    controls = "".join(map(chr, range(0x20))) + "\x7f"
+    ascii_page = f"a\x02\r\nb {controls} c\r d\x02e"
+    assert normalize_text(ascii_page) == "ab \t\n\n c\n de"  # its \r became a \n
+    assert normalize_text(ascii_page + "\u00e9") == normalize_text(ascii_page) + "\u00e9"
 
 
 def test_results_and_errors_cross_a_process_pool(small_manual: Path, tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ local embeddings hash the chunks' ids from there instead of encoding the chunks 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -31,6 +33,9 @@ DEFAULT_ENCODING: TokenizerEncoding = "cl100k_base"
 PAGE_SEPARATOR = "\n\n"
 _WHITESPACE_BYTES = frozenset(b" \t\n\r\x0b\x0c")
 _ID_DIGITS = 12
+# How often a waiting chunk task looks for its pages (a stat call: nothing next to a page's cost).
+_READY_POLL_S = 0.005
+_FINAL = "pages"
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -276,19 +281,51 @@ class ChunkSummary(BaseModel):
     tokens: int  # sum over chunks (overlaps counted twice)
 
 
-def chunk_jsonl(
-    pages_file: Path,
-    out: Path,
-    *,
-    document_id: str,
-    max_tokens: int,
-    overlap: int,
-    encoding: TokenizerEncoding,
-    tokens_out: Path | None = None,
-    report: Callable[[float], None] | None = None,
+@dataclass(frozen=True)
+class ChunkTask:
+    """What the chunk stage reads, writes and how it cuts (a pool task's arguments)."""
+
+    pages_file: Path
+    out: Path  # the chunks, JSON Lines
+    document_id: str
+    max_tokens: int
+    overlap: int
+    encoding: TokenizerEncoding
+    tokens_out: Path | None = None  # the document's token ids, that start/end_token index
+
+
+def chunk_jsonl(task: ChunkTask, report: Callable[[float], None] | None = None) -> ChunkSummary:
+    """Process-pool entry point: the pages of `task.pages_file` chunked into `task.out`."""
+    # Loaded for this task only: the next document's extraction gets the process's memory.
+    return _chunk_file(load_tokenizer(task.encoding), task, report)
+
+
+def chunk_when_ready(
+    ready: Path, task: ChunkTask, report: Callable[[float], None] | None = None
+) -> ChunkSummary | None:
+    """`chunk_jsonl` queued behind the extraction shards: it starts in the first process they
+    free and loads the tokenizer while the other shards finish, then waits for `ready`
+    (`signal_pages`). None, at once, when the pages are not final (they need OCR first, or the
+    extraction failed)."""
+    enc = load_tokenizer(task.encoding)
+    while not ready.exists():
+        time.sleep(_READY_POLL_S)
+    if ready.read_text() != _FINAL:
+        return None
+    return _chunk_file(enc, task, report)
+
+
+def signal_pages(ready: Path, final: bool) -> None:
+    """Tell a waiting `chunk_when_ready` that the pages file is final, or that it will not be
+    (written whole, then renamed: the task never reads half a marker)."""
+    partial = ready.with_name(f"{ready.name}.tmp")
+    partial.write_text(_FINAL if final else "stop")
+    partial.replace(ready)
+
+
+def _chunk_file(
+    enc: Tokenizer, task: ChunkTask, report: Callable[[float], None] | None
 ) -> ChunkSummary:
-    """Process-pool entry point: the pages of `pages_file` chunked into `out` (JSON Lines), and
-    the document's token ids (that the chunks' start_token/end_token index) to `tokens_out`."""
     tokens = 0
 
     def counted(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
@@ -297,15 +334,13 @@ def chunk_jsonl(
             tokens += chunk.tokens
             yield chunk
 
-    # Loaded for this task only: the next document's extraction gets the process's memory.
-    enc = load_tokenizer(encoding)
-    encoded = encode_pages(enc, iter_jsonl(pages_file, Page))
-    if tokens_out is not None:
-        with tokens_out.open("wb") as file:
+    encoded = encode_pages(enc, iter_jsonl(task.pages_file, Page))
+    if task.tokens_out is not None:
+        with task.tokens_out.open("wb") as file:
             np.save(file, encoded.tokens, allow_pickle=False)
-    chunks = chunks_of(enc, encoded, document_id=document_id, max_tokens=max_tokens,
-                       overlap=overlap)
-    count = write_jsonl(out, counted(chunks))
+    chunks = chunks_of(enc, encoded, document_id=task.document_id, max_tokens=task.max_tokens,
+                       overlap=task.overlap)
+    count = write_jsonl(task.out, counted(chunks))
     if report is not None:
         report(1.0)
     return ChunkSummary(chunks=count, tokens=tokens)

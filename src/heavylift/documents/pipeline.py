@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
@@ -26,7 +27,13 @@ from pydantic import ValidationError
 from heavylift.ai.base import BudgetExceededError
 from heavylift.documents.analyze import AnalysisSummary, analyze_jsonl
 from heavylift.documents.budget import DecodeBudget
-from heavylift.documents.chunk import ChunkSummary, chunk_jsonl
+from heavylift.documents.chunk import (
+    ChunkSummary,
+    ChunkTask,
+    chunk_jsonl,
+    chunk_when_ready,
+    signal_pages,
+)
 from heavylift.documents.detect import DocumentType, detect_type
 from heavylift.documents.embed import EmbeddingSummary, embed_jsonl
 from heavylift.documents.errors import DocumentError, EmptyDocumentError, ExtractionTimeoutError
@@ -83,6 +90,8 @@ _UPLOAD = "upload.bin"
 # The chunk stage's token ids, for the local embeddings; in the workdir only: another attempt
 # that reuses the stored chunks has none, and embeds from the chunks' text (the same vectors).
 _TOKENS = "tokens.npy"
+# Written when the extraction ends: may the chunk task waiting for it chunk pages.jsonl?
+_PAGES_READY = "pages.ready"
 
 
 class UploadMissingError(DocumentError):
@@ -120,6 +129,7 @@ class _Run:
         self.files = DocumentFiles(store, data.documentId, workdir)
         self.checkpoint = Checkpoint(run="")
         self._writing: asyncio.Future[None] | None = None  # the last storage write (_write)
+        self._early_chunk: asyncio.Future[ChunkSummary | None] | None = None  # see _extract
         stages = ["fetch", "extract", "chunk"]
         stages += ["analysis"] if data.options.useAI or data.options.generateSummary else []
         stages += ["embeddings"] if data.options.generateEmbeddings else []
@@ -143,9 +153,13 @@ class _Run:
         except Exception as error:
             await self._fail(error)
         except asyncio.CancelledError:
+            if self._early_chunk is not None:  # its process is killed, as the shards' are
+                self._early_chunk.cancel()
             if self.ctx.cancelled:
                 await self._cancelled()
             raise
+        finally:
+            await self._settle_early_chunk()
         self.ctx.set_progress(100)
         counts = manifest.counts
         return DocumentResult(
@@ -220,23 +234,39 @@ class _Run:
 
             return on_progress
 
-        outcomes = await asyncio.gather(
-            *(
-                self.ctx.cpu.run(
-                    extract_to_jsonl,
-                    source,
-                    self.files.local(f"pages-{index}.jsonl"),
-                    engine=self.settings.pdf_engine,
-                    shard=(index, shards),
-                    reopen_mb=self.settings.pdf_reopen_mb,
-                    budget=budget,
-                    on_progress=tracker(index),
-                    timeout_s=self.settings.extract_timeout_s,
-                )
-                for index in range(shards)
-            ),
-            return_exceptions=True,
-        )
+        runs = [
+            asyncio.ensure_future(self.ctx.cpu.run(
+                extract_to_jsonl,
+                source,
+                self.files.local(f"pages-{index}.jsonl"),
+                engine=self.settings.pdf_engine,
+                shard=(index, shards),
+                reopen_mb=self.settings.pdf_reopen_mb,
+                budget=budget,
+                on_progress=tracker(index),
+                timeout_s=self.settings.extract_timeout_s,
+            ))
+            for index in range(shards)
+        ]
+        # Submitted after the shards (the pool hands out tasks in order): the chunk task starts
+        # in the first process they free and loads its tokenizer while the others finish.
+        ready = self.files.local(_PAGES_READY)
+        self._early_chunk = asyncio.ensure_future(self._chunk_task(chunk_when_ready, ready))
+        final = False
+        try:
+            merged = await self._gather_shards(runs, budget)
+            parts = [self.files.local(f"pages-{index}.jsonl") for index in range(shards)]
+            await asyncio.to_thread(_concatenate, parts, self.files.local(PAGES))
+            final = not (merged.needs_ocr and self.settings.ocr_enabled)  # else OCR adds text
+        finally:
+            signal_pages(ready, final)
+        metrics.DOCUMENT_PAGES.inc(merged.page_count)
+        return merged
+
+    async def _gather_shards(
+        self, runs: list[asyncio.Task[ExtractSummary]], budget: DecodeBudget
+    ) -> ExtractSummary:
+        outcomes = await asyncio.gather(*runs, return_exceptions=True)
         if any(isinstance(outcome, TimeoutError) for outcome in outcomes):
             raise ExtractionTimeoutError(
                 "Reading the document's text took longer than the limit of "
@@ -251,9 +281,6 @@ class _Run:
         budget.check_document(merged.chars)  # each shard kept to the whole budget only
         if not merged.text_pages and not merged.needs_ocr:
             raise EmptyDocumentError("The document contains no text.")
-        parts = [self.files.local(f"pages-{index}.jsonl") for index in range(shards)]
-        await asyncio.to_thread(_concatenate, parts, self.files.local(PAGES))
-        metrics.DOCUMENT_PAGES.inc(merged.page_count)
         return merged
 
     async def _ocr_stage(self, extract: ExtractSummary) -> None:
@@ -316,18 +343,41 @@ class _Run:
         return summarize(done, self.settings.ocr_languages, self.settings.ocr_dpi)
 
     async def _chunk(self) -> ChunkSummary:
-        pages = await asyncio.to_thread(self.files.ensure_local, PAGES)
-        return await self.ctx.offload(
-            chunk_jsonl,
-            pages,
-            self.files.local(CHUNKS),
-            tokens_out=self.files.local(_TOKENS),
-            span=self.spans["chunk"],
+        early, self._early_chunk = self._early_chunk, None
+        if early is not None:
+            try:
+                summary = await early
+            except BrokenProcessPool:  # it does not run again in a fresh pool: chunk anew
+                summary = None
+            if summary is not None:
+                return summary
+        await asyncio.to_thread(self.files.ensure_local, PAGES)
+        return await self._chunk_task(chunk_jsonl)
+
+    async def _chunk_task(self, chunk: Callable[..., T], *waits_for: Path) -> T:
+        """`chunk_jsonl`, or `chunk_when_ready` and its marker, in the pool. One that waits does
+        not run again in a fresh pool: there it could hold a process its own shards need."""
+        task = ChunkTask(
+            pages_file=self.files.local(PAGES),
+            out=self.files.local(CHUNKS),
             document_id=self.data.documentId,
             max_tokens=self.settings.chunk_tokens,
             overlap=self.settings.chunk_overlap,
             encoding=self.settings.tokenizer_encoding,
+            tokens_out=self.files.local(_TOKENS),
         )
+        return await self.ctx.offload(
+            chunk, *waits_for, task, span=self.spans["chunk"], rerun=not waits_for
+        )
+
+    async def _settle_early_chunk(self) -> None:
+        """A chunk task still waiting when the run ends (the extraction failed, or the job was
+        cancelled) has been told to stop: let it end before the work folder goes."""
+        early, self._early_chunk = self._early_chunk, None
+        if early is not None:
+            await asyncio.wait({early})
+            if not early.cancelled():
+                early.exception()  # retrieved: a failure here is the run's failure's echo
 
     async def _analyze(self) -> AnalysisSummary:
         chunks = await asyncio.to_thread(self.files.ensure_local, CHUNKS)

@@ -146,6 +146,7 @@ class JobContext:
         *args: Any,
         span: tuple[float, float] | None = None,
         timeout_s: float | None = None,
+        rerun: bool = True,
         **kwargs: Any,
     ) -> T:
         """Run CPU-bound `fn(*args, report=..., **kwargs)` in the process pool; its progress
@@ -158,5 +159,5 @@ class JobContext:
                 self.set_progress(low + (high - low) * max(0.0, min(1.0, fraction)))
 
         return await self.cpu.run(
-            fn, *args, on_progress=on_progress, timeout_s=timeout_s, **kwargs
+            fn, *args, on_progress=on_progress, timeout_s=timeout_s, rerun=rerun, **kwargs
         )

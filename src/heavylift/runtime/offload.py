@@ -81,12 +81,17 @@ class CpuPool:
         *args: Any,
         on_progress: ProgressCallback | None = None,
         timeout_s: float | None = None,
+        rerun: bool = True,
         **kwargs: Any,
     ) -> T:
-        """Run `fn(*args, report=..., **kwargs)` in a child process and await its result."""
+        """Run `fn(*args, report=..., **kwargs)` in a child process and await its result.
+        `rerun=False`: a task caught in a broken pool fails (BrokenProcessPool) instead of
+        running again on a fresh pool, behind tasks submitted after it."""
         try:
             return await self._run(fn, args, kwargs, on_progress, timeout_s)
         except _CaughtInBrokenPool:  # not this task's fault: once more, on a fresh pool
+            if not rerun:
+                raise
             return await self._run(fn, args, kwargs, on_progress, timeout_s)
 
     async def _run(
