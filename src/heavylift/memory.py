@@ -16,8 +16,12 @@ import os
 import sys
 from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+# State a kind of pool task keeps in its process for the next task of that kind (Tesseract and
+# its language data), by task function, with what releases it.
+_kept: dict[str, Callable[[], None]] = {}
 
 
 def resident_bytes() -> int | None:
@@ -50,3 +54,20 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return None
     trim: Callable[[int], int] | None = getattr(ctypes.CDLL(name), "malloc_trim", None)
     return trim
+
+
+def keep_between_tasks(task: Callable[..., Any], release: Callable[[], None]) -> None:
+    """Keep state that `task`'s next run in this process reuses, until the process runs any
+    other task (`release_kept`): it would sit beside that task's memory (a tokenizer beside an
+    idle Tesseract took one pool process to ~150 MB)."""
+    _kept[_name(task)] = release
+
+
+def release_kept(starting: Callable[..., Any]) -> None:
+    """Before a task starts in a pool process: release what other kinds of tasks kept."""
+    for owner in [owner for owner in _kept if owner != _name(starting)]:
+        _kept.pop(owner)()
+
+
+def _name(task: Callable[..., Any]) -> str:
+    return f"{task.__module__}.{task.__qualname__}"

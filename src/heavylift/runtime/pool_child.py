@@ -13,7 +13,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple, TypeVar
 
-from heavylift.memory import release_memory
+from heavylift.memory import release_kept, release_memory
 
 T = TypeVar("T")
 
@@ -64,6 +64,7 @@ def call_with_reporter(
     # The limit runs in the child from the moment the task starts: time spent waiting for a free
     # pool process does not count, and an overrun ends this task only, not its neighbours'.
     conn.send(Started(os.getpid()))
+    release_kept(fn)
     if timeout_s:
         signal.signal(signal.SIGALRM, _overrun)
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
