@@ -15,7 +15,7 @@ from heavylift.ai import make_provider
 from heavylift.ai.base import AnalysisLimits, BudgetExceededError, TokenBudget
 from heavylift.ai.local import LocalProvider
 from heavylift.ai.openai_provider import OpenAIProvider, embedding_batches
-from heavylift.documents.chunk import chunk_pages
+from heavylift.documents.chunker import chunk_pages
 from heavylift.documents.extract import extract_pages
 from heavylift.settings import Settings
 from heavylift.text import Chunk

@@ -15,13 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from heavylift.documents.chunk import (
-    ChunkTask,
-    chunk_jsonl,
-    chunk_pages,
-    chunk_when_ready,
-    signal_pages,
-)
+from heavylift.documents.chunk import ChunkTask, chunk_jsonl, chunk_when_ready, signal_pages
+from heavylift.documents.chunker import chunk_pages
 from heavylift.documents.extract import Page, extract_pages, extract_to_jsonl
 from heavylift.documents.jsonl import read_jsonl
 from heavylift.settings import TokenizerEncoding
@@ -152,7 +147,7 @@ def test_tokenizer_works_offline(tmp_path: Path) -> None:
     plain = "import tiktoken; tiktoken.reference('cl100k_base')"
     ours = textwrap.dedent(
         """
-        from heavylift.documents.chunk import chunk_pages
+        from heavylift.documents.chunker import chunk_pages
         from heavylift.documents.extract import Page
         chunks = chunk_pages([Page(number=1, text="hello offline world", chars=19)],
                              document_id="d", encoding="o200k_base")

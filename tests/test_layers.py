@@ -80,3 +80,14 @@ def test_the_worker_console_script_imports_none_of_our_code_until_it_runs() -> N
     loaded = imported_with(script.module)
     assert loaded == ["worker_service"]
     assert callable(script.load())
+
+
+def test_the_worker_process_leaves_what_the_stages_need_to_its_pool() -> None:
+    """The worker's own process submits the document stages but never runs them: it must not
+    carry numpy, pdfium, the tokenizer or Tesseract (~17 MB beside each pool process's own)."""
+    script = ("import json, sys, worker_service.main, heavylift.documents.pipeline; "
+              "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    packages = {name.split(".")[0] for name in json.loads(out)}
+    assert packages & {"numpy", "pypdfium2", "gigatoken", "PIL", "tesserocr", "pypdf"} == set()

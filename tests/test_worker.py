@@ -43,7 +43,8 @@ def test_failing_job_is_tried_three_times_with_exponential_gaps(
     # BACKOFF_BASE_MS=300: 300 ms then 600 ms (plus scheduling slack)
     assert 0.29 <= first_gap < 1.0, first_gap
     assert 0.59 <= second_gap < 1.5, second_gap
-    assert second_gap > first_gap * 1.5
+    # Doubling, as scheduled (the gaps' ratio is at the mercy of a loaded machine's slack).
+    assert [e["delayMs"] for e in worker.find("retrying", jobId=job_id)] == [300, 600]
     view = queues.run(lambda q: q.view(DIAG, job_id)).model_dump()
     assert view["state"] == "failed" and view["attemptsMade"] == 3
     assert view["failedReason"] == "always"

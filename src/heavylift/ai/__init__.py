@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from heavylift.ai.base import AIProvider, TokenBudget
-from heavylift.ai.local import LocalProvider
 from heavylift.settings import Settings
 
 
 def make_provider(settings: Settings, budget: TokenBudget | None = None) -> AIProvider:
-    """One provider per job: its token budget (JOB_TOKEN_BUDGET by default) is the job's."""
+    """One provider per job: its token budget (JOB_TOKEN_BUDGET by default) is the job's.
+    Providers are imported here, in the pool process that uses one: the local path never loads
+    the openai client, and the worker's own process (which imports this package for the result
+    models) neither numpy nor the tokenizer."""
     if settings.openai_api_key is None:
+        from heavylift.ai.local import LocalProvider
+
         return LocalProvider(settings.tokenizer_encoding)
-    # Imported here so the local path never loads the openai client.
     from heavylift.ai.openai_provider import OpenAIProvider
 
     return OpenAIProvider(settings, budget or TokenBudget(settings.job_token_budget))

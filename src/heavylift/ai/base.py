@@ -5,15 +5,17 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
-import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from heavylift.text import Chunk
 
-Vectors = npt.NDArray[np.float32]  # shape (texts, dimensions)
+if TYPE_CHECKING:  # numpy only where vectors are made: the worker's own process never does
+    import numpy as np
+    import numpy.typing as npt
+
+Vectors: TypeAlias = "npt.NDArray[np.float32]"  # shape (texts, dimensions)
 
 
 class AIError(Exception):

@@ -26,8 +26,8 @@ from heavylift.ai.base import (
     Vectors,
 )
 from heavylift.settings import TokenizerEncoding
-from heavylift.text import Chunk, TokenArray, Tokenizer, load_tokenizer
-from heavylift.text.tokenizer import token_bytes, token_table
+from heavylift.text import Chunk
+from heavylift.text.tokenizer import TokenArray, Tokenizer, load_tokenizer, token_bytes, token_table
 
 EMBEDDING_DIMENSIONS = 384
 _WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)

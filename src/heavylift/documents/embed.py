@@ -1,20 +1,24 @@
-"""The embeddings stage: one float32 vector per chunk, stored as .npy beside the chunk ids."""
+"""The embeddings stage: one float32 vector per chunk, stored as .npy beside the chunk ids.
+
+numpy and the local provider are imported by the functions, which run in a pool process: the
+worker's own process imports this module for the stage's models only."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from heavylift.ai import make_provider
 from heavylift.ai.base import AIProvider, ProviderInfo, TokenBudget, Vectors
-from heavylift.ai.local import LocalProvider
 from heavylift.documents.jsonl import read_jsonl
 from heavylift.settings import Settings
 from heavylift.text import Chunk
+
+if TYPE_CHECKING:
+    pass
 
 # Chunks per provider call: progress moves after each, and OpenAI requests stay moderate.
 EMBED_BATCH = 256
@@ -51,6 +55,8 @@ def embed_jsonl(
     """Process-pool entry point: embed the chunks of `chunks_file` (hashing embeddings are
     CPU-bound; the OpenAI client blocks: neither belongs on the event loop). The local
     provider hashes the chunk stage's token ids from `tokens_file` when it is there."""
+    import numpy as np
+
     chunks = read_jsonl(chunks_file, Chunk)
     budget = TokenBudget(settings.job_token_budget, tokens_used)
     provider = make_provider(settings, budget)
@@ -83,6 +89,10 @@ def _embedder(
 ) -> Callable[[list[Chunk]], Vectors]:
     """How a batch of chunks becomes vectors: the local provider hashes the chunk stage's token
     ids when they are there, anything else embeds the chunks' text."""
+    import numpy as np
+
+    from heavylift.ai.local import LocalProvider
+
     if isinstance(provider, LocalProvider) and tokens_file is not None and tokens_file.is_file():
         local, tokens = provider, np.load(tokens_file, allow_pickle=False)
         return lambda batch: local.embed_tokens(

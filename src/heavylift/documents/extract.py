@@ -14,8 +14,7 @@ from heavylift.documents.detect import DocumentType, detect_type
 from heavylift.documents.errors import EmptyDocumentError
 from heavylift.documents.images import image_page_count
 from heavylift.documents.jsonl import write_jsonl
-from heavylift.documents.pages import WHOLE, PageSource, RawPage, Shard
-from heavylift.documents.pdf_pdfium import REOPEN_MB, open_pdfium
+from heavylift.documents.pages import REOPEN_MB, WHOLE, PageSource, RawPage, Shard
 from heavylift.text import normalize_text
 
 PdfEngine = Literal["pypdfium2", "pypdf"]
@@ -95,10 +94,13 @@ def _extraction(
         if report is not None:
             report(1.0)
         return _Extraction(document_type, "text", len(pages), iter(pages), [])
+    # Engines are imported here, in the pool process that reads: the worker's own process
+    # imports this module for its models only. pypdf adds ~25 MB: only when it is chosen.
     if engine == "pypdfium2":
+        from heavylift.documents.pdf_pdfium import open_pdfium
+
         source = open_pdfium(path, reopen_mb, shard)
     else:
-        # pypdf adds ~25 MB of imports to every process: load it only when it is chosen.
         from heavylift.documents.pdf_pypdf import open_pypdf
 
         source = open_pypdf(path, shard, budget)

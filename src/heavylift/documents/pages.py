@@ -5,6 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple
 
+# pdfium keeps what it parses (fonts, page objects) until the document closes: ~25 MB per 100
+# pages of LilyPond's manuals, ~1 MB on R's fullrefman. Reopening once the process has grown by
+# PDF_REOPEN_MB bounds memory where it grows and costs nothing where it does not; reopening
+# every N pages instead slowed fullrefman by ~25% at N=100 (each reopen re-parses fonts).
+REOPEN_MB = 20
+
 # (index, of): the index-th of `of` equal runs of consecutive pages; (0, 1) is every page.
 Shard = tuple[int, int]
 WHOLE: Shard = (0, 1)

@@ -13,14 +13,9 @@ from heavylift.documents.errors import (
     EmptyDocumentError,
     PasswordProtectedError,
 )
-from heavylift.documents.pages import WHOLE, PageSource, RawPage, Shard, shard_pages
+from heavylift.documents.pages import REOPEN_MB, WHOLE, PageSource, RawPage, Shard, shard_pages
 from heavylift.memory import release_memory, resident_bytes
 
-# pdfium keeps what it parses (fonts, page objects) until the document closes: ~25 MB per 100
-# pages of LilyPond's manuals, ~1 MB on R's fullrefman. Reopening once the process has grown by
-# PDF_REOPEN_MB bounds memory where it grows and costs nothing where it does not; reopening
-# every N pages instead slowed fullrefman by ~25% at N=100 (each reopen re-parses fonts).
-REOPEN_MB = 20
 _CHECK_EVERY = 10  # pages between looks at the resident size
 
 
