@@ -5,7 +5,9 @@ the benchmarks (the BigQuery emulator has its own module, `local/bq_emulator.py`
 Every child is started with PR_SET_PDEATHSIG: it gets SIGTERM when its launcher dies, however
 that happens (SIGKILL included), so nothing outlives it. The kernel ties the child to the
 *thread* that started it: start children from a thread that lives as long as they should (the
-main thread, normally), never from a short-lived helper thread.
+main thread, normally), never from a short-lived helper thread. util-linux's `setpriv` sets it
+in the child, so starting one never forks this (threaded) process with a `preexec_fn`: such a
+fork, beside the BigQuery client's gRPC threads, hung in gRPC's fork handler for good.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def _load_prctl() -> Callable[[int, int], int] | None:
 # Looked up once here: between fork and exec (possibly beside other threads) the child only
 # makes this one call.
 _PRCTL = _load_prctl()
+_SETPRIV = shutil.which("setpriv")
 
 
 def _die_with_launcher() -> None:
@@ -86,9 +89,12 @@ def _die_with_launcher() -> None:
 def spawn(command: list[str], env: dict[str, str], out: IO[Any] | int,
           cwd: Path = ROOT) -> subprocess.Popen[Any]:
     """A child tied to this process's life, its output to `out`."""
+    if _SETPRIV is not None:
+        command, tie = [_SETPRIV, "--pdeathsig", "TERM", "--", *command], None
+    else:  # no util-linux (not Linux, or a bare image): the prctl between fork and exec
+        tie = _die_with_launcher
     return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
-                            preexec_fn=_die_with_launcher,
-                            text=out == subprocess.PIPE)
+                            preexec_fn=tie, text=out == subprocess.PIPE)
 
 
 def stop(process: subprocess.Popen[Any] | None, timeout: float = 15.0) -> None:
