@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # State a kind of pool task keeps in its process for the next task of that kind (Tesseract and
@@ -31,6 +31,16 @@ def resident_bytes() -> int | None:
             return int(statm.read().split()[1]) * _PAGE_SIZE
     except OSError:
         return None
+
+
+def heap_bytes() -> int | None:
+    """Bytes malloc has handed out and not had back (glibc's mallinfo2: freed memory it keeps
+    for reuse does not count), or None where that is not known (musl, macOS, glibc < 2.33)."""
+    info = _mallinfo2()
+    if info is None:
+        return None
+    stats = info()
+    return int(stats.uordblks + stats.hblkhd)  # in the heaps, and in mmapped blocks
 
 
 def release_memory(collect: bool = False) -> None:
@@ -71,3 +81,21 @@ def release_kept(starting: Callable[..., Any]) -> None:
 
 def _name(task: Callable[..., Any]) -> str:
     return f"{task.__module__}.{task.__qualname__}"
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+@cache
+def _mallinfo2() -> Callable[[], _MallInfo2] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    function = getattr(ctypes.CDLL(name), "mallinfo2", None)
+    if function is None:
+        return None
+    function.restype = _MallInfo2
+    return cast(Callable[[], _MallInfo2], function)

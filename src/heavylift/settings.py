@@ -152,8 +152,8 @@ class Settings(BaseSettings):
         "pypdfium2", description="PDF text engine: pypdfium2 (fast) or pypdf (pure Python)."
     )
     pdf_reopen_mb: int = Field(
-        20, ge=0, description="pypdfium2 reopens a PDF once reading it grew the process by this "
-        "many MB (bounds memory).",
+        20, ge=0, description="pypdfium2 reopens a PDF once reading it has allocated this many "
+        "MB more (bounds memory).",
     )
     chunk_tokens: int = Field(500, ge=16, le=8192, description="Tokens per chunk (at most).")
     chunk_overlap: int = Field(50, ge=0, description="Tokens shared by consecutive chunks.")

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 # pdfium keeps what it parses (fonts, page objects) until the document closes: ~25 MB per 100
-# pages of LilyPond's manuals, ~1 MB on R's fullrefman. Reopening once the process has grown by
-# PDF_REOPEN_MB bounds memory where it grows and costs nothing where it does not; reopening
+# pages of LilyPond's manuals, ~1 MB on R's fullrefman. Reopening once reading has allocated
+# PDF_REOPEN_MB more bounds memory where it grows and costs nothing where it does not; reopening
 # every N pages instead slowed fullrefman by ~25% at N=100 (each reopen re-parses fonts).
 REOPEN_MB = 20
 
