@@ -1,6 +1,6 @@
 """Document pipeline benchmark: the worker's full pipeline beside raw pypdfium2, one table per PDF.
 
-    python -m bench.documents [--pdf PATH ...] [--cpu-workers 2]
+    python -m bench.documents [--pdf PATH ...] [--cpu-workers 2] [--against REF]
 
 Default PDFs: R's fullrefman.pdf (2,415 pages, from Debian's r-doc-pdf) and LilyPond's three
 largest manuals joined (1,799 pages, 47 MB, from lilypond-doc-pdf), fetched and built with the
@@ -27,10 +27,13 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,7 +185,10 @@ def child_main(args: argparse.Namespace) -> None:
 # --- the parent ------------------------------------------------------------------------------
 
 
-def measure(index: int, pdf: Path, warmup: Path, cpu_workers: int) -> dict[str, Any]:
+def measure(
+    index: int, pdf: Path, warmup: Path, cpu_workers: int, tree: Path | None = None
+) -> dict[str, Any]:
+    """One row in a fresh child process; `tree`: another checkout's code (see `--against`)."""
     # Here, not at the top: pool processes re-run this file and the worker's do not have psutil.
     from bench._rss import PeakRss
 
@@ -190,9 +196,12 @@ def measure(index: int, pdf: Path, warmup: Path, cpu_workers: int) -> dict[str, 
     with tempfile.TemporaryDirectory(prefix="hl-bench-") as scratch:
         env = {**os.environ, "STORAGE_URL": f"file://{scratch}/storage",
                "CPU_WORKERS": str(cpu_workers), "LOG_LEVEL": "WARNING", **row.env}
+        if tree is not None:
+            env["PYTHONPATH"] = f"{tree / 'src'}{os.pathsep}{tree}"
         command = [sys.executable, "-m", "bench.documents", "--child", "--row", str(index),
                    "--pdf", str(pdf), "--warmup", str(warmup)]
-        child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True,
+                                 cwd=tree)
         with PeakRss(child.pid, every_s=SAMPLE_SECONDS) as sampled:
             stdout, _ = child.communicate()
         peak = sampled.peak
@@ -209,6 +218,10 @@ def main() -> None:
     parser.add_argument("--cpu-workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=REPEAT,
                         help="runs of the raw and full-pipeline rows (fastest reported)")
+    parser.add_argument("--against", metavar="REF",
+                        help="also run the pipeline row at git REF (a temporary worktree), "
+                        "interleaved with this tree's: an A/B that the machine's noise cannot "
+                        "fake")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--row", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=Path, default=None, help=argparse.SUPPRESS)
@@ -221,18 +234,40 @@ def main() -> None:
 
     manuals = real_manuals()
     warmup = manuals / "R-data.pdf"
-    for pdf in args.pdf or [manuals / "fullrefman.pdf", large_manual()]:
-        table(pdf, warmup, args)
+    with _worktree(args.against) as other:
+        for pdf in args.pdf or [manuals / "fullrefman.pdf", large_manual()]:
+            table(pdf, warmup, args, other)
 
 
-def table(pdf: Path, warmup: Path, args: argparse.Namespace) -> None:
+@contextmanager
+def _worktree(ref: str | None) -> Iterator[Path | None]:
+    """A detached git worktree of `ref` beside the repository, removed afterwards."""
+    if ref is None:
+        yield None
+        return
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory(prefix="hl-bench-ref-") as scratch:
+        tree = Path(scratch) / "tree"
+        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", "-q", str(tree),
+                        ref], check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)],
+                           check=False)
+
+
+def table(pdf: Path, warmup: Path, args: argparse.Namespace, other: Path | None) -> None:
     print(f"\n{pdf.name}: {pdf.stat().st_size / 2**20:.1f} MB, CPU_WORKERS={args.cpu_workers}, "
           f"{os.cpu_count()} CPUs; first two rows: fastest of {args.repeat} interleaved runs, "
           "peak RSS the highest of them\n")
     runs: dict[int, list[dict[str, Any]]] = {index: [] for index in range(len(ROWS))}
+    against: list[dict[str, Any]] = []
     for _ in range(args.repeat):
         for index in (0, 1):
             runs[index].append(measure(index, pdf, warmup, args.cpu_workers))
+        if other is not None:
+            against.append(measure(1, pdf, warmup, args.cpu_workers, other))
     for index in range(2, len(ROWS)):
         runs[index].append(measure(index, pdf, warmup, args.cpu_workers))
     rows = [_best(runs[index]) for index in range(len(ROWS))]
@@ -245,11 +280,24 @@ def table(pdf: Path, warmup: Path, args: argparse.Namespace) -> None:
         print(f"| {row.name} | {out['pages']} | {out['seconds']:.2f} | {rate:.0f} | "
               f"{rate / ceiling:.2f}x | {out['cpu']:.2f} | {rows[0]['cpu'] / out['cpu']:.2f}x | "
               f"{out['peak_mb']:.0f} |")
+    if against:
+        _print_against(args.against, runs[1], against)
     print("\nStage seconds (pipeline rows):")
     for row, out in zip(ROWS, rows, strict=True):
         if "timings" in out:
             stages = ", ".join(f"{name} {seconds:.2f}" for name, seconds in out["timings"].items())
             print(f"- {row.name.strip()}: {stages}; result {out['result']}")
+
+
+def _print_against(ref: str, ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> None:
+    print(f"\nThe pipeline row, this tree beside {ref}, interleaved:\n")
+    print("| tree | fastest (s) | median (s) | CPU-s of the fastest | peak RSS (MB) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, rows in (("this tree", ours), (ref, theirs)):
+        best = _best(rows)
+        middle = statistics.median(out["seconds"] for out in rows)
+        print(f"| {name} | {best['seconds']:.2f} | {middle:.2f} | {best['cpu']:.2f} | "
+              f"{best['peak_mb']:.0f} |")
 
 
 def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
