@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from heavylift.ai.local import hashing_embeddings
 from heavylift.documents.chunk import ChunkTask, chunk_jsonl, chunk_when_ready, signal_pages
 from heavylift.documents.chunker import chunk_pages
+from heavylift.documents.embed import EmbeddingIndex, VectorFiles
 from heavylift.documents.extract import Page, extract_pages, extract_to_jsonl
 from heavylift.documents.jsonl import read_jsonl
 from heavylift.settings import TokenizerEncoding
@@ -174,22 +176,30 @@ def test_tokenizer_works_offline(tmp_path: Path) -> None:
     assert result.stdout.strip() == "3"
 
 
-def test_the_stored_token_ids_are_the_chunks_own(tmp_path: Path) -> None:
-    """chunk_jsonl leaves the document's ids beside the chunks (the local embeddings read them):
-    each chunk's start_token:end_token slice is exactly its text's encoding."""
+def test_the_chunk_task_stores_each_chunks_own_local_vectors(tmp_path: Path) -> None:
+    """For a job with local embeddings the chunk task stores them from the token ids it holds:
+    each vector is the one of its chunk's text encoded by tiktoken itself (so every chunk's
+    start_token:end_token slice is exactly its text's encoding), in chunk order."""
     pages = tmp_path / "pages.jsonl"
     extract_to_jsonl(real_manuals() / "R-intro.pdf", pages, engine="pypdfium2")
-    summary = chunk_jsonl(ChunkTask(pages, tmp_path / "chunks.jsonl", document_id="doc_r",
+    files = VectorFiles(tmp_path / "embeddings.npy", tmp_path / "embeddings.json")
+    outcome = chunk_jsonl(ChunkTask(pages, tmp_path / "chunks.jsonl", document_id="doc_r",
                                     max_tokens=300, overlap=30, encoding="cl100k_base",
-                                    tokens_out=tmp_path / "tokens.npy"))
+                                    vectors=files))
     chunks = read_jsonl(tmp_path / "chunks.jsonl", Chunk)
-    tokens = np.load(tmp_path / "tokens.npy")
+    vectors = np.load(files.vectors)
+    index = EmbeddingIndex.model_validate_json(files.index.read_text())
+    assert outcome.summary.chunks == len(chunks) > 100
+    assert outcome.embeddings is not None and outcome.embeddings.vectors == len(chunks)
+    assert index.chunkIds == [chunk.id for chunk in chunks] and vectors.dtype == np.float32
     enc = reference("cl100k_base")
-    assert summary.chunks == len(chunks) > 100 and tokens.dtype == np.int32
-    assert chunks[-1].end_token == len(tokens)
-    for chunk in chunks:
-        assert tokens[chunk.start_token : chunk.end_token].tolist() == enc.encode_ordinary(
-            chunk.text)
+    expected = hashing_embeddings(
+        [np.array(enc.encode_ordinary(chunk.text), dtype=np.int32) for chunk in chunks],
+        "cl100k_base")
+    assert np.allclose(vectors, expected, atol=1e-6)
+    assert chunk_jsonl(ChunkTask(pages, tmp_path / "plain.jsonl", document_id="doc_r",
+                                 max_tokens=300, overlap=30,
+                                 encoding="cl100k_base")).embeddings is None
 
 
 def test_a_chunk_task_queued_behind_the_extraction_waits_for_final_pages(tmp_path: Path) -> None:

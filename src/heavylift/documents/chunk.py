@@ -2,8 +2,9 @@
 
 The worker's own process imports this module to submit the tasks; the work itself
 (`heavylift.documents.chunker`: numpy, the tokenizer) is imported by the pool process that does
-it. The chunk stage also leaves the document's token ids beside the chunks (`tokens_out`): the
-local embeddings hash the chunks' ids from there instead of encoding the chunks again.
+it. For a job that wants the local provider's embeddings, the task stores them too
+(`ChunkTask.vectors`): they hash the chunks' token ids, which it holds; the embeddings stage then
+has nothing left to do (the same vectors as embedding each chunk's text).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from heavylift.documents.embed import EmbeddingSummary, VectorFiles
 from heavylift.settings import TokenizerEncoding
 
 # How often a waiting chunk task looks for its pages (a stat call: nothing next to a page's cost).
@@ -39,10 +41,16 @@ class ChunkTask:
     max_tokens: int
     overlap: int
     encoding: TokenizerEncoding
-    tokens_out: Path | None = None  # the document's token ids, that start/end_token index
+    vectors: VectorFiles | None = None  # the local provider's embeddings of the chunks, if wanted
 
 
-def chunk_jsonl(task: ChunkTask, report: Callable[[float], None] | None = None) -> ChunkSummary:
+@dataclass(frozen=True)
+class ChunkOutcome:
+    summary: ChunkSummary
+    embeddings: EmbeddingSummary | None  # when the task stored `vectors`
+
+
+def chunk_jsonl(task: ChunkTask, report: Callable[[float], None] | None = None) -> ChunkOutcome:
     """Process-pool entry point: the pages of `task.pages_file` chunked into `task.out`."""
     from heavylift.documents.chunker import chunk_file
     from heavylift.text.tokenizer import load_tokenizer
@@ -53,7 +61,7 @@ def chunk_jsonl(task: ChunkTask, report: Callable[[float], None] | None = None) 
 
 def chunk_when_ready(
     ready: Path, task: ChunkTask, report: Callable[[float], None] | None = None
-) -> ChunkSummary | None:
+) -> ChunkOutcome | None:
     """`chunk_jsonl` queued behind the extraction shards: it starts in the first process they
     free and loads the tokenizer while the other shards finish, then waits for `ready`
     (`signal_pages`). None, at once, when the pages are not final (they need OCR first, or the

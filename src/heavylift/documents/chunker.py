@@ -17,7 +17,8 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from heavylift.documents.chunk import ChunkSummary, ChunkTask
+from heavylift.documents.chunk import ChunkOutcome, ChunkSummary, ChunkTask
+from heavylift.documents.embed import EmbeddingSummary, store_local_vectors
 from heavylift.documents.extract import Page
 from heavylift.documents.jsonl import iter_jsonl, write_jsonl
 from heavylift.settings import TokenizerEncoding
@@ -268,23 +269,25 @@ def _make_chunk(
 
 def chunk_file(
     enc: Tokenizer, task: ChunkTask, report: Callable[[float], None] | None
-) -> ChunkSummary:
+) -> ChunkOutcome:
     """The chunk stage's work (`heavylift.documents.chunk`), with a tokenizer loaded."""
     tokens = 0
+    spans: list[tuple[str, int, int]] = []  # for the local embeddings: id, start, end
 
     def counted(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
         nonlocal tokens
         for chunk in chunks:
             tokens += chunk.tokens
+            spans.append((chunk.id, chunk.start_token, chunk.end_token))
             yield chunk
 
     encoded = encode_pages(enc, iter_jsonl(task.pages_file, Page))
-    if task.tokens_out is not None:
-        with task.tokens_out.open("wb") as file:
-            np.save(file, encoded.tokens, allow_pickle=False)
     chunks = chunks_of(enc, encoded, document_id=task.document_id, max_tokens=task.max_tokens,
                        overlap=task.overlap)
     count = write_jsonl(task.out, counted(chunks))
+    embeddings: EmbeddingSummary | None = None
+    if task.vectors is not None and spans:
+        embeddings = store_local_vectors(encoded.tokens, spans, task.encoding, task.vectors)
     if report is not None:
         report(1.0)
-    return ChunkSummary(chunks=count, tokens=tokens)
+    return ChunkOutcome(ChunkSummary(chunks=count, tokens=tokens), embeddings)

@@ -6,19 +6,20 @@ worker's own process imports this module for the stage's models only."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from heavylift.ai import make_provider
-from heavylift.ai.base import AIProvider, ProviderInfo, TokenBudget, Vectors
+from heavylift.ai.base import ProviderInfo, TokenBudget, Vectors
 from heavylift.documents.jsonl import read_jsonl
-from heavylift.settings import Settings
+from heavylift.settings import Settings, TokenizerEncoding
 from heavylift.text import Chunk
 
 if TYPE_CHECKING:
-    pass
+    from heavylift.text.tokenizer import TokenArray
 
 # Chunks per provider call: progress moves after each, and OpenAI requests stay moderate.
 EMBED_BATCH = 256
@@ -42,59 +43,74 @@ class EmbeddingSummary(BaseModel):
     tokens_used: int  # the job's token budget spent so far, this stage included
 
 
+@dataclass(frozen=True)
+class VectorFiles:
+    """The embeddings stage's outputs: embeddings.npy and embeddings.json."""
+
+    vectors: Path
+    index: Path
+
+
 def embed_jsonl(
     chunks_file: Path,
-    vectors_out: Path,
-    index_out: Path,
+    files: VectorFiles,
     *,
     settings: Settings,
     tokens_used: int,
-    tokens_file: Path | None = None,
     report: Callable[[float], None] | None = None,
 ) -> EmbeddingSummary:
     """Process-pool entry point: embed the chunks of `chunks_file` (hashing embeddings are
     CPU-bound; the OpenAI client blocks: neither belongs on the event loop). The local
-    provider hashes the chunk stage's token ids from `tokens_file` when it is there."""
-    import numpy as np
-
+    provider's vectors are usually stored by the chunk task already (`store_local_vectors`):
+    this embeds their text when the chunks come from an earlier attempt (the same vectors)."""
     chunks = read_jsonl(chunks_file, Chunk)
     budget = TokenBudget(settings.job_token_budget, tokens_used)
     provider = make_provider(settings, budget)
-    embed = _embedder(provider, tokens_file)
     parts = []
     for start in range(0, len(chunks), EMBED_BATCH):
         batch = chunks[start : start + EMBED_BATCH]
-        parts.append(embed(batch))
+        parts.append(provider.embed([chunk.text for chunk in batch]))
         if report is not None:
             report((start + len(batch)) / len(chunks))
-    vectors = np.concatenate(parts).astype(np.float32, copy=False)
-    with vectors_out.open("wb") as out:
-        np.save(out, vectors, allow_pickle=False)
-    index = EmbeddingIndex(
-        model=provider.info.embedding_model,
-        dimensions=vectors.shape[1],
-        chunkIds=[chunk.id for chunk in chunks],
-    )
-    index_out.write_text(index.model_dump_json(), encoding="utf-8")
-    return EmbeddingSummary(
-        provider=provider.info,
-        vectors=len(vectors),
-        dimensions=vectors.shape[1],
-        tokens_used=budget.used,
-    )
+    return _store(parts, [chunk.id for chunk in chunks], provider.info, files, budget.used)
 
 
-def _embedder(
-    provider: AIProvider, tokens_file: Path | None
-) -> Callable[[list[Chunk]], Vectors]:
-    """How a batch of chunks becomes vectors: the local provider hashes the chunk stage's token
-    ids when they are there, anything else embeds the chunks' text."""
-    import numpy as np
-
+def store_local_vectors(
+    tokens: TokenArray,
+    spans: list[tuple[str, int, int]],
+    encoding: TokenizerEncoding,
+    files: VectorFiles,
+) -> EmbeddingSummary:
+    """The local provider's vectors of chunks given as (id, start_token, end_token) over the
+    document's token ids, stored as `embed_jsonl` stores them: the chunk task calls this with
+    the ids in hand, so nothing is encoded or read back (a local provider spends no tokens)."""
     from heavylift.ai.local import LocalProvider
 
-    if isinstance(provider, LocalProvider) and tokens_file is not None and tokens_file.is_file():
-        local, tokens = provider, np.load(tokens_file, allow_pickle=False)
-        return lambda batch: local.embed_tokens(
-            [tokens[chunk.start_token : chunk.end_token] for chunk in batch])
-    return lambda batch: provider.embed([chunk.text for chunk in batch])
+    provider = LocalProvider(encoding)
+    parts = [
+        provider.embed_tokens([tokens[start:end] for _, start, end in spans[at : at + EMBED_BATCH]])
+        for at in range(0, len(spans), EMBED_BATCH)  # batched: bounded temporary arrays
+    ]
+    return _store(parts, [chunk_id for chunk_id, _, _ in spans], provider.info, files, 0)
+
+
+def _store(
+    parts: list[Vectors],
+    chunk_ids: list[str],
+    provider: ProviderInfo,
+    files: VectorFiles,
+    tokens_used: int,
+) -> EmbeddingSummary:
+    import numpy as np
+
+    vectors = np.concatenate(parts).astype(np.float32, copy=False)
+    with files.vectors.open("wb") as out:
+        np.save(out, vectors, allow_pickle=False)
+    index = EmbeddingIndex(
+        model=provider.embedding_model, dimensions=vectors.shape[1], chunkIds=chunk_ids
+    )
+    files.index.write_text(index.model_dump_json(), encoding="utf-8")
+    return EmbeddingSummary(
+        provider=provider, vectors=len(vectors), dimensions=vectors.shape[1],
+        tokens_used=tokens_used,
+    )

@@ -24,10 +24,12 @@ from typing import Any, Literal, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
+from heavylift.ai import uses_openai
 from heavylift.ai.base import BudgetExceededError
 from heavylift.documents.analyze import AnalysisSummary, analyze_jsonl
 from heavylift.documents.budget import DecodeBudget
 from heavylift.documents.chunk import (
+    ChunkOutcome,
     ChunkSummary,
     ChunkTask,
     chunk_jsonl,
@@ -35,7 +37,7 @@ from heavylift.documents.chunk import (
     signal_pages,
 )
 from heavylift.documents.detect import DocumentType, detect_type
-from heavylift.documents.embed import EmbeddingSummary, embed_jsonl
+from heavylift.documents.embed import EmbeddingSummary, VectorFiles, embed_jsonl
 from heavylift.documents.errors import DocumentError, EmptyDocumentError, ExtractionTimeoutError
 from heavylift.documents.extract import ExtractSummary, extract_to_jsonl
 from heavylift.documents.job import DocumentJobData
@@ -88,9 +90,6 @@ _WEIGHTS = {"fetch": 5, "extract": 50, "chunk": 10, "analysis": 20, "embeddings"
 # Time limit of one OCR task beyond its page's own (opening, rendering, loading language data).
 _OCR_TASK_SLACK_S = 60.0
 _UPLOAD = "upload.bin"
-# The chunk stage's token ids, for the local embeddings; in the workdir only: another attempt
-# that reuses the stored chunks has none, and embeds from the chunks' text (the same vectors).
-_TOKENS = "tokens.npy"
 # Written when the extraction ends: may the chunk task waiting for it chunk pages.jsonl?
 _PAGES_READY = "pages.ready"
 
@@ -130,7 +129,9 @@ class _Run:
         self.files = DocumentFiles(store, data.documentId, workdir)
         self.checkpoint = Checkpoint(run="")
         self._writing: asyncio.Future[None] | None = None  # the last storage write (_write)
-        self._early_chunk: asyncio.Future[ChunkSummary | None] | None = None  # see _extract
+        self._early_chunk: asyncio.Future[ChunkOutcome | None] | None = None  # see _extract
+        # The local provider's vectors, stored by the chunk task (see _embed).
+        self._chunked_vectors: EmbeddingSummary | None = None
         stages = ["fetch", "extract", "chunk"]
         stages += ["analysis"] if data.options.useAI or data.options.generateSummary else []
         stages += ["embeddings"] if data.options.generateEmbeddings else []
@@ -345,15 +346,17 @@ class _Run:
 
     async def _chunk(self) -> ChunkSummary:
         early, self._early_chunk = self._early_chunk, None
+        outcome = None
         if early is not None:
             try:
-                summary = await early
+                outcome = await early
             except BrokenProcessPool:  # it does not run again in a fresh pool: chunk anew
-                summary = None
-            if summary is not None:
-                return summary
-        await asyncio.to_thread(self.files.ensure_local, PAGES)
-        return await self._chunk_task(chunk_jsonl)
+                outcome = None
+        if outcome is None:
+            await asyncio.to_thread(self.files.ensure_local, PAGES)
+            outcome = await self._chunk_task(chunk_jsonl)
+        self._chunked_vectors = outcome.embeddings
+        return outcome.summary
 
     async def _chunk_task(self, chunk: Callable[..., T], *waits_for: Path) -> T:
         """`chunk_jsonl`, or `chunk_when_ready` and its marker, in the pool. One that waits does
@@ -365,7 +368,7 @@ class _Run:
             max_tokens=self.settings.chunk_tokens,
             overlap=self.settings.chunk_overlap,
             encoding=self.settings.tokenizer_encoding,
-            tokens_out=self.files.local(_TOKENS),
+            vectors=self._vector_files() if self._embeds_locally() else None,
         )
         return await self.ctx.offload(
             chunk, *waits_for, task, span=self.spans["chunk"], rerun=not waits_for
@@ -392,18 +395,25 @@ class _Run:
         )
 
     async def _embed(self) -> EmbeddingSummary:
-        chunks = await asyncio.to_thread(self.files.ensure_local, CHUNKS)
         analysis = self.checkpoint.analysis
+        tokens_used = analysis.tokens_used if analysis else 0  # one token budget per job
+        if self._chunked_vectors is not None:  # stored by the chunk task; a local provider
+            return self._chunked_vectors.model_copy(update={"tokens_used": tokens_used})
+        chunks = await asyncio.to_thread(self.files.ensure_local, CHUNKS)
         return await self.ctx.offload(
             embed_jsonl,
             chunks,
-            self.files.local(VECTORS),
-            self.files.local(VECTOR_INDEX),
-            tokens_file=self.files.local(_TOKENS),
+            self._vector_files(),
             span=self.spans["embeddings"],
             settings=self.settings,
-            tokens_used=analysis.tokens_used if analysis else 0,  # one token budget per job
+            tokens_used=tokens_used,
         )
+
+    def _embeds_locally(self) -> bool:
+        return "embeddings" in self.spans and not uses_openai(self.settings)
+
+    def _vector_files(self) -> VectorFiles:
+        return VectorFiles(self.files.local(VECTORS), self.files.local(VECTOR_INDEX))
 
     # --- results ------------------------------------------------------------------------------
 
