@@ -59,11 +59,14 @@ def release_memory(collect: bool = False) -> None:
 @cache
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, or None (musl, macOS)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    trim: Callable[[int], int] | None = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    trim: Callable[[int], int] | None = _glibc("malloc_trim")
     return trim
+
+
+def _glibc(function: str) -> Any:
+    """`function` of the C library, or None where it has none (musl, macOS, an older glibc)."""
+    name = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(name), function, None) if name is not None else None
 
 
 def keep_between_tasks(task: Callable[..., Any], release: Callable[[], None]) -> None:
@@ -91,10 +94,8 @@ class _MallInfo2(ctypes.Structure):
 
 @cache
 def _mallinfo2() -> Callable[[], _MallInfo2] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    function = getattr(ctypes.CDLL(name), "mallinfo2", None)
+    """glibc's mallinfo2 (2.33 and later), or None."""
+    function = _glibc("mallinfo2")
     if function is None:
         return None
     function.restype = _MallInfo2
