@@ -10,6 +10,7 @@ job, a reprocess for one, starts afresh.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -348,10 +349,9 @@ class _Run:
         early, self._early_chunk = self._early_chunk, None
         outcome = None
         if early is not None:
-            try:
+            # Caught in a broken pool, it does not run again in a fresh one: chunk anew.
+            with contextlib.suppress(BrokenProcessPool):
                 outcome = await early
-            except BrokenProcessPool:  # it does not run again in a fresh pool: chunk anew
-                outcome = None
         if outcome is None:
             await asyncio.to_thread(self.files.ensure_local, PAGES)
             outcome = await self._chunk_task(chunk_jsonl)
