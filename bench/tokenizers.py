@@ -28,7 +28,7 @@ ROWS = ("tiktoken", "heavylift (gigatoken)")
 
 
 def child(row: str, pages_file: Path, encoding: str) -> dict[str, Any]:
-    from heavylift.settings import TokenizerEncoding
+    from heavylift.text.encoding import TokenizerEncoding
     from heavylift.text.tokenizer import load_tokenizer
     from tests.tiktoken_reference import reference
 

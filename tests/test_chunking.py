@@ -21,8 +21,8 @@ from heavylift.documents.chunker import chunk_pages
 from heavylift.documents.embed import EmbeddingIndex, VectorFiles
 from heavylift.documents.extract import Page, extract_pages, extract_to_jsonl
 from heavylift.documents.jsonl import read_jsonl
-from heavylift.settings import TokenizerEncoding
 from heavylift.text import Chunk
+from heavylift.text.encoding import TokenizerEncoding
 from heavylift.text.tokenizer import install_shipped_encoding
 from tests.pdf_fixtures import real_manuals
 from tests.tiktoken_reference import reference

@@ -91,3 +91,16 @@ def test_the_worker_process_leaves_what_the_stages_need_to_its_pool() -> None:
                          text=True, check=True, timeout=60).stdout
     packages = {name.split(".")[0] for name in json.loads(out)}
     assert packages & {"numpy", "pypdfium2", "gigatoken", "PIL", "tesserocr", "pypdf"} == set()
+
+
+def test_the_document_stages_pool_code_leaves_the_settings_to_the_worker() -> None:
+    """A pool process that extracts, OCRs and chunks is handed plain values, never Settings: it
+    must not import pydantic-settings and our settings (~6 MB in each pool process)."""
+    script = ("import json, sys, heavylift.runtime.pool_child, heavylift.documents.extract, "
+              "heavylift.documents.ocr, heavylift.documents.chunk, heavylift.documents.chunker; "
+              "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    modules = set(json.loads(out))
+    assert "heavylift.documents.chunker" in modules  # the script imported what it names
+    assert {"pydantic_settings", "heavylift.settings"} & modules == set()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from heavylift.documents.extract import extract_pages
-from heavylift.settings import TokenizerEncoding
+from heavylift.text.encoding import TokenizerEncoding
 from heavylift.text.tokenizer import load_tokenizer
 from tests.pdf_fixtures import real_manuals
 from tests.tiktoken_reference import reference

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import tiktoken
 
-from heavylift.settings import TokenizerEncoding
+from heavylift.text.encoding import TokenizerEncoding
 from heavylift.text.tokenizer import install_shipped_encoding, tiktoken_cache_dir
 
 

@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from heavylift.schemas import first_problem
 from heavylift.tenancy import KeysError, KeyTable, key_table, parse_keys_document
+from heavylift.text.encoding import TokenizerEncoding
 
 PositiveMs = Annotated[int, Field(gt=0)]
 
@@ -42,8 +43,6 @@ BQ_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 HASH_TAG = re.compile(r"^[^{]*\{[^}]+\}")
 
 
-# The BPE encodings the worker ships (heavylift.text.tokenizer): nothing is downloaded.
-TokenizerEncoding = Literal["cl100k_base", "o200k_base"]
 
 class SettingsError(ValueError):
     """A configuration value is wrong; the message is one line naming the variable."""

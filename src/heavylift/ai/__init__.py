@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from heavylift.ai.base import AIProvider, TokenBudget
-from heavylift.settings import Settings
+
+if TYPE_CHECKING:  # pool processes that never see Settings do not import pydantic-settings
+    from heavylift.settings import Settings
 
 
 def uses_openai(settings: Settings) -> bool:

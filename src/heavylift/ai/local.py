@@ -25,8 +25,8 @@ from heavylift.ai.base import (
     TokenUsage,
     Vectors,
 )
-from heavylift.settings import TokenizerEncoding
 from heavylift.text import Chunk
+from heavylift.text.encoding import TokenizerEncoding
 from heavylift.text.tokenizer import TokenArray, Tokenizer, load_tokenizer, token_bytes, token_table
 
 EMBEDDING_DIMENSIONS = 384

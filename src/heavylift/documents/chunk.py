@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from heavylift.documents.embed import EmbeddingSummary, VectorFiles
-from heavylift.settings import TokenizerEncoding
+from heavylift.text.encoding import TokenizerEncoding
 
 # How often a waiting chunk task looks for its pages (a stat call: nothing next to a page's cost).
 _READY_POLL_S = 0.005

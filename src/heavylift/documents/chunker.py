@@ -21,8 +21,8 @@ from heavylift.documents.chunk import ChunkOutcome, ChunkSummary, ChunkTask
 from heavylift.documents.embed import EmbeddingSummary, store_local_vectors
 from heavylift.documents.extract import Page
 from heavylift.documents.jsonl import iter_jsonl, write_jsonl
-from heavylift.settings import TokenizerEncoding
 from heavylift.text import Chunk
+from heavylift.text.encoding import TokenizerEncoding
 from heavylift.text.tokenizer import TokenArray, Tokenizer, load_tokenizer, token_bytes, token_table
 
 DEFAULT_ENCODING: TokenizerEncoding = "cl100k_base"

@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict
 from heavylift.ai import make_provider
 from heavylift.ai.base import ProviderInfo, TokenBudget, Vectors
 from heavylift.documents.jsonl import read_jsonl
-from heavylift.settings import Settings, TokenizerEncoding
 from heavylift.text import Chunk
+from heavylift.text.encoding import TokenizerEncoding
 
 if TYPE_CHECKING:
+    from heavylift.settings import Settings
     from heavylift.text.tokenizer import TokenArray
 
 # Chunks per provider call: progress moves after each, and OpenAI requests stay moderate.

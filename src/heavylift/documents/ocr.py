@@ -1,15 +1,17 @@
 """OCR of pages without a text layer, and of images (issue 14): Tesseract through tesserocr.
 
 tesserocr calls Tesseract's C++ API in the pool process: the language data loads once per
-process and a page goes from pypdfium2's render to Tesseract as a PIL image, with no PNG written
-and no process started per page (pytesseract does both per page; measured slower, see the
-README). Each page is one task in the worker's CPU pool, like extraction under POOL_MEMORY_MB,
-with a time limit (OCR_PAGE_TIMEOUT_S) that Tesseract itself honours: it stops at the deadline.
+process and a page goes from pypdfium2's render to Tesseract as raw grey pixels, with no image
+file written and no process started per page (pytesseract does both per page; measured slower,
+see the README). Each page is one task in the worker's CPU pool, like extraction under
+POOL_MEMORY_MB, with a time limit (OCR_PAGE_TIMEOUT_S) that Tesseract itself honours: it stops at
+the deadline.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +26,6 @@ from heavylift.memory import keep_between_tasks, release_memory
 from heavylift.text import normalize_text
 
 if TYPE_CHECKING:
-    from PIL.Image import Image
     from tesserocr import PyTessBaseAPI
 
 # A page is rendered at OCR_DPI unless that makes it bigger than this (a poster-sized page); then
@@ -119,12 +120,19 @@ def ocr_page(
 ) -> OcrResult:
     """Process-pool entry point: OCR page `number` of `source` (a PDF or an image file)."""
     api = _api(languages, tessdata)
-    image, resolution = _page_image(source, kind, number, dpi)
+    grey = _page_pixels(source, kind, number, dpi)
     # The render's buffers (pdfium's decoded page, its bitmap) are freed by now but still held
     # by the allocator: hand them back before Tesseract allocates its own, or the process's
     # peak is the sum of both (~20 MB more per process at 200 dpi).
     release_memory()
-    text, confidence = _recognise(api, number, image, resolution, page_timeout_s)
+    try:
+        text, confidence = _recognise(api, number, grey, page_timeout_s)
+    finally:
+        # Tesseract keeps the page's image and results until the next page replaces them (~12
+        # MB per process, idle or beside the next render): gone now.
+        api.Clear()
+        del grey
+        release_memory()
     return OcrResult(text=Page(number=number, text=text, chars=len(text)),
                      page=OcrPage(page=number, confidence=confidence, chars=len(text)),
                      engine=f"tesseract {api.Version()}")
@@ -166,11 +174,25 @@ def _end_api() -> None:
         _cached = None
 
 
+@dataclass(frozen=True)
+class _Grey:
+    """A page as 8-bit grey pixels, rows `stride` bytes apart, at `dpi`."""
+
+    pixels: bytes
+    width: int
+    height: int
+    stride: int
+    dpi: int
+
+
 def _recognise(
-    api: PyTessBaseAPI, number: int, image: Image, resolution: int, timeout_s: float
+    api: PyTessBaseAPI, number: int, grey: _Grey, timeout_s: float
 ) -> tuple[str, int]:
-    api.SetImage(image)
-    api.SetSourceResolution(resolution)
+    # Raw pixels, not a PIL image: SetImage would encode it to BMP and decode that to a Pix,
+    # two more copies of the page beside Tesseract's own (~6 MB of each process's peak).
+    # (tesserocr's stub says str; it takes bytes, which it passes to Tesseract as they are.)
+    api.SetImageBytes(grey.pixels, grey.width, grey.height, 1, grey.stride)  # type: ignore[arg-type]
+    api.SetSourceResolution(grey.dpi)
     if not api.Recognize(timeout=max(1, int(timeout_s * 1000))):
         raise OcrTimeoutError(
             f"OCR of page {number} took longer than the limit of OCR_PAGE_TIMEOUT_S="
@@ -180,14 +202,14 @@ def _recognise(
     return (text, api.MeanTextConf()) if text.strip() else ("", 0)
 
 
-def _page_image(source: Path, kind: DocumentType, number: int, dpi: int) -> tuple[Image, int]:
-    """Page `number` as an 8-bit grey image, and its resolution in dpi."""
+def _page_pixels(source: Path, kind: DocumentType, number: int, dpi: int) -> _Grey:
+    """Page `number` as grey pixels."""
     if kind is DocumentType.IMAGE:
         return _frame(source, number)
     return _rendered(source, number, dpi)
 
 
-def _rendered(path: Path, number: int, dpi: int) -> tuple[Image, int]:
+def _rendered(path: Path, number: int, dpi: int) -> _Grey:
     import pypdfium2 as pdfium
 
     document = pdfium.PdfDocument(path)  # extraction opened it already: it opens
@@ -196,17 +218,23 @@ def _rendered(path: Path, number: int, dpi: int) -> tuple[Image, int]:
         try:
             width, height = page.get_size()  # in points, 72 per inch
             scale = min(dpi / 72, math.sqrt(MAX_RENDER_PIXELS / max(width * height, 1.0)))
-            image = page.render(scale=scale, grayscale=True).to_pil()
+            bitmap = page.render(scale=scale, grayscale=True)  # one byte per pixel
         finally:
             page.close()
     finally:
         document.close()
-    return image, max(_LOWEST_DPI, round(scale * 72))
+    try:
+        return _Grey(bytes(bitmap.buffer), bitmap.width, bitmap.height, bitmap.stride,
+                     max(_LOWEST_DPI, round(scale * 72)))
+    finally:
+        bitmap.close()
 
 
-def _frame(path: Path, number: int) -> tuple[Image, int]:
+def _frame(path: Path, number: int) -> _Grey:
     with reading_image(path) as image:
         declared = image.info.get("dpi", (0, 0))[0]
         image.seek(number - 1)
         grey = image.convert("L")  # palette, RGBA, CMYK, 1-bit: all grey for Tesseract
-    return grey, round(declared) if declared >= _LOWEST_DPI else _DEFAULT_IMAGE_DPI
+    with grey:
+        dpi = round(declared) if declared >= _LOWEST_DPI else _DEFAULT_IMAGE_DPI
+        return _Grey(grey.tobytes(), grey.width, grey.height, grey.width, dpi)

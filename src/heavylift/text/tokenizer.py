@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from gigatoken.gigatoken_rs import BPETokenizer
 
-from heavylift.settings import TokenizerEncoding
+from heavylift.text.encoding import TokenizerEncoding
 
 SHIPPED_ENCODINGS: tuple[TokenizerEncoding, ...] = ("cl100k_base", "o200k_base")
 # Token ids fit in 32 bits (both encodings have < 2**18): half the memory of int64.
