@@ -36,10 +36,9 @@ def _total(members: list[psutil.Process]) -> int:
     return total
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU so far of a process and its live descendants (a process pool)."""
-    root = psutil.Process(pid)
-    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """User + system CPU so far of a process and (`children`) its live descendants (a pool)."""
+    return sum(sum(p.cpu_times()[:2]) for p in _members(psutil.Process(pid), children))
 
 
 def rss(process: psutil.Process, children: bool) -> int:

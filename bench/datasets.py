@@ -26,9 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from bench._rss import PeakRss
+from bench._rss import PeakRss, cpu_seconds
 from heavylift.datasets import job
 from heavylift.datasets.clients import open_clients
 from heavylift.datasets.request import parse_request
@@ -48,22 +46,16 @@ class Cpu:
     the `with` block: both share the 2 cores, so the split explains the times."""
 
     def __init__(self, emulator_pid: int, reader_pid: int) -> None:
-        self.processes = {"emulator": psutil.Process(emulator_pid),
-                          "reader": psutil.Process(reader_pid)}
+        self.pids = {"emulator": emulator_pid, "reader": reader_pid}
         self.used: dict[str, float] = {}
 
-    @staticmethod
-    def _seconds(process: psutil.Process) -> float:
-        times = process.cpu_times()
-        return float(times.user + times.system)
-
     def __enter__(self) -> Cpu:
-        self.used = {name: -self._seconds(p) for name, p in self.processes.items()}
+        self.used = {name: -cpu_seconds(pid, children=False) for name, pid in self.pids.items()}
         return self
 
     def __exit__(self, *_: object) -> None:
-        for name, process in self.processes.items():
-            self.used[name] += self._seconds(process)
+        for name, pid in self.pids.items():
+            self.used[name] += cpu_seconds(pid, children=False)
 
 
 def raw_read(settings: Settings, dataset: str, emulator_pid: int) -> dict[str, Any]:

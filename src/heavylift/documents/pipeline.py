@@ -67,7 +67,6 @@ from heavylift.documents.store import (
     StageTiming,
 )
 from heavylift.memory import release_memory
-from heavylift.outage import through_outage
 from heavylift.queue.cancel import CANCELLED_REASON
 from heavylift.runtime import metrics
 from heavylift.runtime.context import JobContext, PermanentJobError
@@ -78,7 +77,6 @@ from heavylift.storage import (
     ObjectNotFoundError,
     ObjectStore,
     StorageError,
-    StorageUnavailableError,
 )
 
 log = logging.getLogger("heavylift.documents")
@@ -484,14 +482,12 @@ class _Run:
         if reason is not None or self.ctx.attempt >= attempts:
             failure = ManifestError(type=type(error).__name__, message=reason or str(error))
             # A job that failed because storage was away must still leave its FAILED manifest
-            # once storage is back: the store retries each write for STORAGE_RETRY_S, and this
-            # one gets that again, as the job's own retries may have spent the outage's start.
+            # once storage is back: the store rides out STORAGE_RETRY_S per call, and this write,
+            # the job's last word, twice that (the attempt has just spent one budget waiting).
             manifest = self._manifest(failure)
             try:
-                await asyncio.to_thread(
-                    through_outage, lambda: self.files.write_manifest(manifest),
-                    transient=(StorageUnavailableError,), budget_s=self.settings.storage_retry_s,
-                    event="manifest_retry", jobId=self.ctx.id)
+                await asyncio.to_thread(self.files.write_manifest, manifest,
+                                        2 * self.settings.storage_retry_s)
             except StorageError as storage_error:
                 log.warning("could not store the failed manifest", extra={
                     "event": "manifest_failed", "jobId": self.ctx.id, "reason": str(storage_error)})

@@ -90,5 +90,7 @@ class DocumentFiles:
             self.store.put_file(self.key(name), self.local(name), content_type)
         self.store.put_bytes(self.key(CHECKPOINT), checkpoint.model_dump_json().encode())
 
-    def write_manifest(self, manifest: BaseModel) -> None:
-        self.store.put_bytes(self.key(MANIFEST), manifest.model_dump_json(indent=1).encode())
+    def write_manifest(self, manifest: BaseModel, retry_s: float | None = None) -> None:
+        """`retry_s`: how long to ride out an outage, if not the store's STORAGE_RETRY_S."""
+        self.store.put_bytes(self.key(MANIFEST), manifest.model_dump_json(indent=1).encode(),
+                             retry_s=retry_s)

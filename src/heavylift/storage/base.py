@@ -274,7 +274,9 @@ class ObjectStore(ABC):
         data: bytes,
         content_type: str = "application/json",
         metadata: Mapping[str, str] | None = None,
+        retry_s: float | None = None,
     ) -> ObjectInfo:
+        """`retry_s`: this call's outage budget, if not STORAGE_RETRY_S."""
         name, meta = self._name(key), validate_metadata(metadata)
 
         def put() -> ObjectInfo:
@@ -282,7 +284,7 @@ class ObjectStore(ABC):
                 return self._public(
                     self._upload(name, io.BytesIO(data), len(data), content_type, meta))
 
-        return self._retried(key, put)
+        return self._retried(key, put, retry_s)
 
     @contextmanager
     def open_read(self, key: str) -> Iterator[ReadableStream]:
@@ -404,11 +406,12 @@ class ObjectStore(ABC):
     def _name(self, key: str) -> str:
         return self._prefix + validate_key(key)
 
-    def _retried(self, key: str, call: Callable[[], T]) -> T:
-        """`call()`, riding out an outage of up to STORAGE_RETRY_S (see `heavylift.outage`)."""
-        return through_outage(call, transient=(StorageUnavailableError,),
-                              budget_s=self.settings.storage_retry_s, event="storage_retry",
-                              storage=self.url, key=key)
+    def _retried(self, key: str, call: Callable[[], T], budget_s: float | None = None) -> T:
+        """`call()`, riding out an outage of up to `budget_s`, STORAGE_RETRY_S by default (see
+        `heavylift.outage`)."""
+        budget = self.settings.storage_retry_s if budget_s is None else budget_s
+        return through_outage(call, transient=(StorageUnavailableError,), budget_s=budget,
+                              event="storage_retry", storage=self.url, key=key)
 
     def _public(self, info: ObjectInfo) -> ObjectInfo:
         return info.model_copy(update={"key": info.key.removeprefix(self._prefix)})
