@@ -137,7 +137,7 @@ def test_a_job_rides_out_an_outage_and_a_failed_one_still_gets_its_manifest(
         # Longer than STORAGE_RETRY_S (4 s): the last attempt fails, and its FAILED manifest,
         # which rides out twice that, is written once storage is back. Storage is back ~4 s
         # after the attempt gave up, plus fake-gcs-server's start-up (1-2.5 s): past one more
-        # STORAGE_RETRY_S (the manifest's budget until 2026-12-04), within two.
+        # STORAGE_RETRY_S (all the manifest had before it got its own), within two.
         second = start_worker(**gcs_env(gcs, STORAGE_RETRY_S="4"))
         failing = stored_upload(store, "b.md")
         restarted = gcs.outage(8.5)
