@@ -146,6 +146,7 @@ def test_a_job_rides_out_an_outage_and_a_failed_one_still_gets_its_manifest(
         restarted.join()
         log = "".join(second.raw[-30:])
         assert failed.state == "failed" and "unavailable" in (failed.failedReason or ""), log
+        assert store.exists(output_key(failing.documentId, "manifest.json")), log
         with store.open_read(output_key(failing.documentId, "manifest.json")) as stream:
             manifest = json.loads(stream.read())
         assert manifest["status"] == "FAILED" and manifest["jobId"] == job_id

@@ -12,7 +12,7 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception_type,
-    stop_before_delay,
+    stop_after_delay,
     wait_random_exponential,
 )
 
@@ -32,8 +32,15 @@ def through_outage(
     event: str,
     **fields: Any,
 ) -> T:
-    """`call()`, tried again on `transient` errors while a next try would still start within
-    `budget_s` (so it gives up within the budget plus one try). Each retry logs `event`."""
+    """`call()`, tried again on `transient` errors until `budget_s` has passed: the last wait
+    is cut short so that a last try starts at the budget's end (it gives up within the budget
+    plus one try). Each retry logs `event`."""
+
+    def wait(state: RetryCallState) -> float:
+        # A jittered wait may reach past the budget (up to 10 s): giving up rather than waiting
+        # less once cut an 8 s budget to 4.6 s, and lost the FAILED manifest it was for.
+        left = budget_s - (state.seconds_since_start or 0.0)
+        return max(0.0, min(_WAIT(state), left))
 
     def log_retry(state: RetryCallState) -> None:
         outcome = state.outcome
@@ -44,8 +51,8 @@ def through_outage(
 
     retrying = Retrying(
         retry=retry_if_exception_type(transient),
-        stop=stop_before_delay(budget_s),
-        wait=_WAIT,
+        stop=stop_after_delay(budget_s),
+        wait=wait,
         before_sleep=log_retry,
         reraise=True,
     )
