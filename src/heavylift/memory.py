@@ -65,8 +65,15 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 def _glibc(function: str) -> Any:
     """`function` of the C library, or None where it has none (musl, macOS, an older glibc)."""
+    libc = _libc()
+    return getattr(libc, function, None) if libc is not None else None
+
+
+@cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once (find_library runs ldconfig)."""
     name = ctypes.util.find_library("c")
-    return getattr(ctypes.CDLL(name), function, None) if name is not None else None
+    return ctypes.CDLL(name) if name is not None else None
 
 
 def keep_between_tasks(task: Callable[..., Any], release: Callable[[], None]) -> None:

@@ -129,10 +129,9 @@ def ocr_page(
         text, confidence = _recognise(api, number, grey, page_timeout_s)
     finally:
         # Tesseract keeps the page's image and results until the next page replaces them (~12
-        # MB per process, idle or beside the next render): gone now.
+        # MB per process, idle or beside the next render): gone now (the pool hands the freed
+        # memory back after every task).
         api.Clear()
-        del grey
-        release_memory()
     return OcrResult(text=Page(number=number, text=text, chars=len(text)),
                      page=OcrPage(page=number, confidence=confidence, chars=len(text)),
                      engine=f"tesseract {api.Version()}")
