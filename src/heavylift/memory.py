@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import gc
 import os
 import sys
 from collections.abc import Callable
@@ -43,11 +42,10 @@ def heap_bytes() -> int | None:
     return int(stats.uordblks + stats.hblkhd)  # in the heaps, and in mmapped blocks
 
 
-def release_memory(collect: bool = False) -> None:
+def release_memory() -> None:
     """Return unused allocator pages to the OS (a few ms); a no-op where that is not possible.
-    `collect` first frees unreachable cycles (a finished task's objects)."""
-    if collect:
-        gc.collect()
+    No garbage collection first: after a shard or a chunk task it freed ~0.2 MB and took 8-16
+    ms, on the document's critical path."""
     arrow = sys.modules.get("pyarrow")
     if arrow is not None:
         arrow.default_memory_pool().release_unused()
