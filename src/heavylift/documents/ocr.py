@@ -120,13 +120,14 @@ def ocr_page(
 ) -> OcrResult:
     """Process-pool entry point: OCR page `number` of `source` (a PDF or an image file)."""
     api = _api(languages, tessdata)
-    grey = _page_pixels(source, kind, number, dpi)
-    # The render's buffers (pdfium's decoded page, its bitmap) are freed by now but still held
-    # by the allocator: hand them back before Tesseract allocates its own, or the process's
-    # peak is the sum of both (~20 MB more per process at 200 dpi).
+    # Tesseract copies the pixels: ours are gone before it recognises them (~4 MB a page at
+    # 200 dpi), and with them the render's buffers (pdfium's decoded page, its bitmap), freed
+    # but still held by the allocator: handed back before Tesseract allocates its own, or the
+    # process's peak is the sum of both (~20 MB more per process at 200 dpi).
+    _set_image(api, _page_pixels(source, kind, number, dpi))
     release_memory()
     try:
-        text, confidence = _recognise(api, number, grey, page_timeout_s)
+        text, confidence = _recognise(api, number, page_timeout_s)
     finally:
         # Tesseract keeps the page's image and results until the next page replaces them (~12
         # MB per process, idle or beside the next render): gone now (the pool hands the freed
@@ -184,14 +185,15 @@ class _Grey:
     dpi: int
 
 
-def _recognise(
-    api: PyTessBaseAPI, number: int, grey: _Grey, timeout_s: float
-) -> tuple[str, int]:
+def _set_image(api: PyTessBaseAPI, grey: _Grey) -> None:
     # Raw pixels, not a PIL image: SetImage would encode it to BMP and decode that to a Pix,
     # two more copies of the page beside Tesseract's own (~6 MB of each process's peak).
     # (tesserocr's stub says str; it takes bytes, which it passes to Tesseract as they are.)
     api.SetImageBytes(grey.pixels, grey.width, grey.height, 1, grey.stride)  # type: ignore[arg-type]
     api.SetSourceResolution(grey.dpi)
+
+
+def _recognise(api: PyTessBaseAPI, number: int, timeout_s: float) -> tuple[str, int]:
     if not api.Recognize(timeout=max(1, int(timeout_s * 1000))):
         raise OcrTimeoutError(
             f"OCR of page {number} took longer than the limit of OCR_PAGE_TIMEOUT_S="
